@@ -1,0 +1,3 @@
+"""Picsearch: reverse image search on CNN features and Milvus."""
+
+__version__ = "0.1.0"

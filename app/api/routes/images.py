@@ -1,0 +1,74 @@
+"""Indexed images, served by id only: no route takes a file path to read."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter
+from fastapi.responses import FileResponse, Response
+
+from app.api.deps import ServicesDep
+from app.api.errors import ERROR_RESPONSES
+from app.core.errors import NotFoundError
+from app.core.paths import is_within
+from app.ml.imageio import MIME_TYPES, ImageDecodeError, make_thumbnail, sniff_file_format
+
+router = APIRouter(prefix="/api/v1/images", tags=["images"], responses=ERROR_RESPONSES)
+IMAGE_RESPONSE: dict[int | str, dict[str, Any]] = {200: {"content": {"image/*": {}}, "description": "The image bytes."}}
+
+
+def _current_file(services: ServicesDep, image_id: str) -> tuple[Path, str]:
+    stored = services.store.get(image_id)
+    path = Path(stored.path).resolve()
+    if not is_within(path, services.settings.image_roots):
+        raise NotFoundError(f"image {image_id} is no longer inside the image roots")
+    if not path.is_file():
+        raise NotFoundError(f"image {image_id} is no longer on disk: {stored.path}")
+    try:
+        fmt = sniff_file_format(path)
+    except (ImageDecodeError, OSError) as exc:
+        raise NotFoundError(f"image {image_id} is no longer a readable image: {exc}") from None
+    return path, MIME_TYPES[fmt]
+
+
+@router.get(
+    "/{image_id}", summary="Original image bytes", response_class=Response, responses=IMAGE_RESPONSE
+)
+def get_image(image_id: str, services: ServicesDep) -> FileResponse:
+    """The indexed file as it is on disk now, if still inside an image root."""
+    path, mime = _current_file(services, image_id)
+    return FileResponse(path, media_type=mime)
+
+
+@router.get(
+    "/{image_id}/thumbnail",
+    summary="Small JPEG preview",
+    response_class=Response,
+    responses={200: {"content": {"image/jpeg": {}}, "description": "JPEG thumbnail."}},
+)
+def get_thumbnail(image_id: str, services: ServicesDep) -> Response:
+    """A JPEG no larger than `PICSEARCH_THUMBNAIL_SIZE` on its longer side, cached on disk."""
+    path, _ = _current_file(services, image_id)
+    settings = services.settings
+    st = path.stat()
+    cache = (
+        settings.thumbnail_dir
+        / f"{image_id}-{st.st_size}-{st.st_mtime_ns}-{settings.thumbnail_size}.jpg"
+    )
+    if cache.is_file():
+        data = cache.read_bytes()
+    else:
+        try:
+            data = make_thumbnail(
+                path.read_bytes(), settings.thumbnail_size, settings.max_image_pixels
+            )
+        except ImageDecodeError as exc:
+            raise NotFoundError(
+                f"image {image_id} can no longer be decoded: {exc.reason}"
+            ) from None
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_suffix(".tmp")
+        tmp.write_bytes(data)
+        tmp.replace(cache)
+    return Response(data, media_type="image/jpeg", headers={"Cache-Control": "max-age=3600"})

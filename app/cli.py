@@ -1,0 +1,237 @@
+"""The `picsearch` command line: run the service, and talk to a running one over HTTP."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import httpx
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from app.core.config import get_settings
+from app.core.errors import ConfigurationError
+
+cli = typer.Typer(
+    name="picsearch",
+    help="Picsearch: reverse image search with CNN features and Milvus.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+console = Console()
+err = Console(stderr=True)
+
+ApiOption = Annotated[
+    str | None,
+    typer.Option(
+        "--api",
+        envvar="PICSEARCH_API_URL",
+        help="Base URL of a running service (default: http://127.0.0.1:$PICSEARCH_PORT).",
+    ),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+TERMINAL = {"succeeded", "failed", "cancelled"}
+
+
+def _client(api: str | None) -> httpx.Client:
+    base = api or f"http://127.0.0.1:{get_settings().port}"
+    key = get_settings().api_key
+    headers = {"X-API-Key": key.get_secret_value()} if key else {}
+    return httpx.Client(base_url=base, timeout=120, headers=headers)
+
+
+def _check(resp: httpx.Response) -> Any:
+    if resp.status_code >= 400:
+        try:
+            body = resp.json()
+            message = f"{body.get('error')}: {body.get('message')}"
+        except ValueError:
+            message = resp.text[:500]
+        err.print(f"[red]error {resp.status_code}[/red] {message}")
+        raise typer.Exit(1)
+    return resp.json()
+
+
+def _call(api: str | None, method: str, url: str, **kwargs: Any) -> Any:
+    try:
+        with _client(api) as client:
+            return _check(client.request(method, url, **kwargs))
+    except httpx.TransportError as exc:
+        err.print(f"[red]cannot reach the service[/red] ({exc}); is `picsearch up` running?")
+        raise typer.Exit(2) from None
+
+
+@cli.command()
+def up() -> None:
+    """Run everything on this machine: Redis and Milvus Lite (unless PICSEARCH_REDIS_URL /
+    PICSEARCH_MILVUS_URI point elsewhere), a Celery worker and the API + web page."""
+    from app.launcher import run_forever
+
+    try:
+        code = run_forever(get_settings())
+    except ConfigurationError as exc:
+        err.print(f"[red]cannot start:[/red] {exc.message}")
+        raise typer.Exit(1) from None
+    raise typer.Exit(code)
+
+
+@cli.command()
+def api() -> None:
+    """Run only the API server (Redis and Milvus must be reachable)."""
+    import uvicorn
+
+    settings = get_settings()
+    uvicorn.run("app.main:create_app", factory=True, host=settings.host, port=settings.port)
+
+
+@cli.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def worker(ctx: typer.Context) -> None:
+    """Run only a Celery worker; extra arguments go to `celery worker`."""
+    from app.launcher import worker_argv
+
+    argv = worker_argv(get_settings()) + list(ctx.args)
+    os.execv(argv[0], argv)
+
+
+@cli.command()
+def load(
+    folder: Annotated[Path, typer.Argument(help="Folder to index, recursively.")],
+    wait: Annotated[bool, typer.Option("--wait", help="Show a progress bar until done.")] = False,
+    api: ApiOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Queue a load of FOLDER (which must lie inside the service's image roots)."""
+    created = _call(api, "POST", "/api/v1/loads", json={"path": str(folder.resolve())})
+    job_id = created["job_id"]
+    if not wait:
+        console.print_json(data=created) if as_json else console.print(f"job {job_id} queued")
+        return
+    final = _follow(api, job_id, quiet=as_json)
+    if as_json:
+        console.print_json(data=final)
+    else:
+        _print_job_summary(final)
+    raise typer.Exit(0 if final["state"] == "succeeded" else 1)
+
+
+def _follow(api: str | None, job_id: str, quiet: bool) -> dict[str, Any]:
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed:.0f}/{task.total:.0f}"),
+        TextColumn("{task.fields[rate]}"),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=err, disable=quiet) as bar:
+        task = bar.add_task("queued", total=None, rate="")
+        while True:
+            job = _call(api, "GET", f"/api/v1/loads/{job_id}")
+            rate = f"{job['images_per_second']:.1f} img/s" if job["images_per_second"] else ""
+            bar.update(
+                task,
+                description=job["state"],
+                total=job["discovered"] or None,
+                completed=job["processed"],
+                rate=rate,
+            )
+            if job["state"] in TERMINAL:
+                return dict(job)
+            time.sleep(0.5)
+
+
+def _print_job_summary(job: dict[str, Any]) -> None:
+    colour = "green" if job["state"] == "succeeded" else "red"
+    console.print(
+        f"[{colour}]{job['state']}[/{colour}]: {job['discovered']} found, "
+        f"{job['indexed']} indexed, {job['unchanged']} unchanged, {job['failed']} failed"
+        + (f" ({job['images_per_second']} img/s)" if job["images_per_second"] else "")
+    )
+    if job.get("message"):
+        console.print(job["message"])
+    for error in job["errors"]:
+        console.print(f"  [yellow]{error['path']}[/yellow]: {error['reason']}")
+
+
+@cli.command()
+def search(
+    image: Annotated[Path, typer.Argument(help="Query image file.", exists=True, dir_okay=False)],
+    k: Annotated[int, typer.Option("-k", "--top-k", min=1, max=100, help="Results.")] = 10,
+    api: ApiOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Find the images most similar to IMAGE."""
+    with image.open("rb") as fh:
+        result = _call(
+            api, "POST", "/api/v1/search", files={"image": (image.name, fh)}, data={"top_k": k}
+        )
+    if as_json:
+        console.print_json(data=result)
+        return
+    table = Table(title=f"{len(result['results'])} results in {result['took_ms']:.0f} ms")
+    table.add_column("#", justify="right")
+    table.add_column("score", justify="right")
+    table.add_column("path")
+    table.add_column("id")
+    for rank, hit in enumerate(result["results"], 1):
+        table.add_row(str(rank), f"{hit['score']:.4f}", hit["path"], hit["id"])
+    console.print(table)
+
+
+@cli.command()
+def stats(api: ApiOption = None, as_json: JsonOption = False) -> None:
+    """Vector count, model, weights and index of the collection."""
+    data = _call(api, "GET", "/api/v1/stats")
+    if as_json:
+        console.print_json(data=data)
+        return
+    for key, value in data.items():
+        console.print(f"{key:>15}: {value}")
+    if data.get("random_weights"):
+        err.print("[yellow]warning: RANDOM weights - results are not meaningful[/yellow]")
+
+
+@cli.command()
+def jobs(api: ApiOption = None, as_json: JsonOption = False) -> None:
+    """Recent load jobs, newest first."""
+    data = _call(api, "GET", "/api/v1/loads")
+    if as_json:
+        console.print_json(data=data)
+        return
+    table = Table()
+    for col in ("job", "state", "done", "indexed", "unchanged", "failed", "path"):
+        table.add_column(col)
+    for job in data["jobs"]:
+        table.add_row(
+            job["job_id"][:8],
+            job["state"],
+            f"{job['processed']}/{job['discovered']}",
+            str(job["indexed"]),
+            str(job["unchanged"]),
+            str(job["failed"]),
+            job["path"],
+        )
+    console.print(table)
+
+
+@cli.command()
+def cancel(job_id: str, api: ApiOption = None) -> None:
+    """Cancel a running load job."""
+    job = _call(api, "DELETE", f"/api/v1/loads/{job_id}")
+    console.print(f"job {job_id}: {job['state']}")
+
+
+def main() -> None:
+    try:
+        cli()
+    except ConfigurationError as exc:  # e.g. invalid PICSEARCH_* settings
+        err.print(f"[red]configuration error:[/red] {exc.message}")
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

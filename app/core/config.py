@@ -1,0 +1,165 @@
+"""Service settings: one class, read from `PICSEARCH_*` environment variables."""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+ModelName = Literal["vgg16", "mobilenet_v2"]
+Pooling = Literal["mac", "spoc", "gem"]
+DeviceChoice = Literal["auto", "cuda", "cpu"]
+Precision = Literal["auto", "fp32", "bf16", "fp16"]
+IndexType = Literal["auto", "FLAT", "IVF_FLAT", "HNSW"]
+
+
+def _split_paths(value: object) -> object:
+    if isinstance(value, str):
+        return [Path(p).expanduser() for p in value.split(os.pathsep) if p.strip()]
+    return value
+
+
+def _split_csv(value: object) -> object:
+    if isinstance(value, str):
+        return [v.strip() for v in value.split(",") if v.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    """Every knob of the API, the workers and the launcher.
+
+    Each field is read from the environment variable `PICSEARCH_<FIELD>` (upper case).
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix="PICSEARCH_", env_file=".env", env_ignore_empty=True, extra="ignore"
+    )
+
+    # Where things live
+    data_dir: Path = Field(
+        default=PROJECT_ROOT / "data",
+        description="Embedded Redis/Milvus data, thumbnails and logs.",
+    )
+    image_roots: Annotated[list[Path], NoDecode] = Field(
+        default_factory=lambda: [Path.home()],
+        description="Colon-separated directories that loads may read; nothing outside is read.",
+    )
+
+    # HTTP
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    api_key: SecretStr | None = Field(
+        default=None, description="When set, mutating routes require header X-API-Key."
+    )
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Comma-separated CORS origins; none by default."
+    )
+    max_upload_bytes: int = Field(default=20 * 1024 * 1024, gt=0)
+
+    # Dependencies: unset URLs mean the embedded servers that `picsearch up` starts.
+    redis_url: str | None = Field(default=None, description="Redis URL; unset: embedded Redis.")
+    embedded_redis_port: int = 6399
+    milvus_uri: str | None = Field(
+        default=None, description="Milvus standalone/cluster URI; unset: embedded Milvus Lite."
+    )
+    milvus_token: SecretStr | None = None
+    embedded_milvus_port: int = 19540
+    milvus_single_writer: bool | None = Field(
+        default=None,
+        description="Serialise writes per collection (default: on for Milvus Lite, whose WAL "
+        "does not survive concurrent writers).",
+    )
+    collection: str = Field(default="picsearch", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,254}$")
+    index_type: IndexType = Field(
+        default="auto", description="auto: FLAT on Milvus Lite, HNSW on a Milvus server."
+    )
+    hnsw_m: int = 16
+    hnsw_ef_construction: int = 200
+    search_ef: int = 128
+
+    # Model
+    model: ModelName = "vgg16"
+    weights: str = Field(
+        default="imagenet",
+        description="'imagenet' (torchvision file in TORCH_HOME), 'random' (seeded; tests "
+        "only) or a path to a .pth state dict.",
+    )
+    allow_weight_download: bool = False
+    device: DeviceChoice = "auto"
+    precision: Precision = "auto"
+    pooling: Pooling = "gem"
+    image_size: int = Field(default=224, ge=32, le=1024)
+    torch_threads: int | None = Field(default=None, ge=1)
+
+    # Ingest
+    batch_size: int = Field(default=16, ge=1, le=1024)
+    chunk_size: int = Field(default=256, ge=1, le=10_000)
+    decode_threads: int = Field(default=2, ge=1, le=64)
+    max_image_pixels: int = Field(
+        default=120_000_000, description="Larger images are refused (decompression bombs)."
+    )
+    max_file_bytes: int = Field(default=256 * 1024 * 1024)
+    worker_concurrency: int = Field(default=1, ge=1)
+    visibility_timeout: int = Field(
+        default=3600, description="Seconds before Redis redelivers an unacknowledged task."
+    )
+    job_ttl_seconds: int = Field(default=7 * 24 * 3600, gt=0)
+    max_job_errors: int = Field(default=200, ge=0, description="Per-file errors kept per job.")
+
+    thumbnail_size: int = Field(default=256, ge=16, le=1024)
+    log_level: str = "INFO"
+    log_json: bool = False
+
+    @field_validator("image_roots", mode="before")
+    @classmethod
+    def _parse_roots(cls, value: object) -> object:
+        return _split_paths(value)
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _parse_origins(cls, value: object) -> object:
+        return _split_csv(value)
+
+    @field_validator("image_roots")
+    @classmethod
+    def _resolve_roots(cls, value: list[Path]) -> list[Path]:
+        return [p.expanduser().resolve() for p in value]
+
+    @property
+    def redis_dsn(self) -> str:
+        return self.redis_url or f"redis://127.0.0.1:{self.embedded_redis_port}/0"
+
+    @property
+    def milvus_dsn(self) -> str:
+        return self.milvus_uri or f"http://127.0.0.1:{self.embedded_milvus_port}"
+
+    @property
+    def milvus_is_embedded(self) -> bool:
+        return self.milvus_uri is None
+
+    @property
+    def single_writer(self) -> bool:
+        if self.milvus_single_writer is not None:
+            return self.milvus_single_writer
+        return self.milvus_is_embedded
+
+    @property
+    def effective_index_type(self) -> str:
+        if self.index_type != "auto":
+            return self.index_type
+        return "FLAT" if self.milvus_is_embedded else "HNSW"
+
+    @property
+    def thumbnail_dir(self) -> Path:
+        return self.data_dir / "thumbnails"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

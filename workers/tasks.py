@@ -1,0 +1,145 @@
+"""Thin Celery tasks: arguments, retries and progress. The work is in `workers.pipeline`.
+
+Every task is idempotent: a message redelivered after a worker crash repeats no effect
+(chunk counters are overwritten, vectors are upserted by stable id, the scan dispatches
+only once it has not finished dispatching before).
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import Any
+
+import redis
+from celery import Task
+
+from app.core.errors import CollectionMismatch, PicsearchError, ServiceUnavailable
+from app.core.jobs import (
+    SCAN_CHUNK,
+    TASK_CHUNK,
+    TASK_SCAN,
+    ChunkCounts,
+    FileError,
+    JobState,
+    JobStore,
+)
+from app.core.paths import resolve_in_roots
+from workers.celery_app import celery_app
+from workers.context import WorkerContext, get_context
+from workers.pipeline import ChunkRunner, chunked, scan_folder
+
+log = logging.getLogger(__name__)
+
+RETRYABLE = (ServiceUnavailable, redis.ConnectionError, redis.TimeoutError)
+
+
+class JobTask(Task):  # type: ignore[type-arg]
+    """Marks the job failed once retries are exhausted, with a readable message."""
+
+    autoretry_for = RETRYABLE
+    retry_backoff = 2
+    retry_backoff_max = 60
+    retry_jitter = True
+    max_retries = 8
+
+    def on_failure(
+        self, exc: BaseException, task_id: str, args: Any, kwargs: Any, einfo: Any
+    ) -> None:
+        job_id = str(args[0]) if args else ""
+        if job_id:
+            fail_job(get_context().jobs, job_id, f"{type(exc).__name__}: {exc}")
+
+
+def fail_job(jobs: JobStore, job_id: str, message: str) -> None:
+    log.error("job failed: %s", message, extra={"job_id": job_id})
+    jobs.set_fields(job_id, message=message)
+    jobs.transition(job_id, JobState.failed)
+
+
+class RedisSink:
+    """A chunk's window onto its job: progress, cancellation, the collection write lock."""
+
+    def __init__(self, ctx: WorkerContext, job_id: str, chunk: int) -> None:
+        self.ctx = ctx
+        self.job_id = job_id
+        self.chunk = str(chunk)
+
+    def update(self, counts: ChunkCounts, errors: list[FileError]) -> None:
+        self.ctx.jobs.set_chunk(self.job_id, self.chunk, counts)
+        self.ctx.jobs.add_errors(self.job_id, errors)
+
+    def cancelled(self) -> bool:
+        state = self.ctx.jobs.state(self.job_id)
+        return state is None or state.terminal
+
+    def write_lock(self) -> AbstractContextManager[object]:
+        return self.ctx.jobs.writer_lock(self.ctx.store.name, self.ctx.settings.single_writer)
+
+
+def finalize(ctx: WorkerContext, job_id: str) -> None:
+    """Flush, then mark succeeded: the bar reaches 100 % only once vectors are durable."""
+    ctx.jobs.transition(job_id, JobState.finalizing)
+    with ctx.jobs.writer_lock(ctx.store.name, ctx.settings.single_writer):
+        ctx.store.flush()
+    if ctx.jobs.transition(job_id, JobState.succeeded):
+        log.info("job succeeded", extra={"job_id": job_id})
+
+
+@celery_app.task(name=TASK_SCAN, base=JobTask)
+def scan_folder_task(job_id: str) -> None:
+    ctx = get_context()
+    jobs = ctx.jobs
+    fields = jobs.fields(job_id)
+    if not fields or JobState(fields["state"]).terminal or fields.get("dispatched"):
+        return
+    jobs.transition(job_id, JobState.scanning)
+    try:
+        folder = resolve_in_roots(fields["path"], ctx.settings.image_roots, want_dir=True)
+        ctx.store.ensure_collection()
+    except (CollectionMismatch, PicsearchError) as exc:
+        if isinstance(exc, ServiceUnavailable):
+            raise
+        fail_job(jobs, job_id, exc.message)
+        return
+    scan = scan_folder(Path(folder), ctx.settings.image_roots)
+    chunks = chunked(scan.files, ctx.settings.chunk_size)
+    jobs.set_chunk(
+        job_id, SCAN_CHUNK, ChunkCounts(processed=len(scan.errors), failed=len(scan.errors))
+    )
+    jobs.add_errors(job_id, scan.errors)
+    jobs.set_fields(job_id, discovered=len(scan.files) + len(scan.errors), chunks_total=len(chunks))
+    log.info(
+        "scanned %s: %d files in %d chunks",
+        folder,
+        len(scan.files),
+        len(chunks),
+        extra={"job_id": job_id},
+    )
+    if not jobs.transition(job_id, JobState.embedding):
+        return  # cancelled while scanning
+    for index, files in enumerate(chunks):
+        celery_app.send_task(TASK_CHUNK, args=[job_id, index, files], task_id=f"{job_id}-{index}")
+    jobs.set_fields(job_id, dispatched=1)
+    if not chunks:
+        finalize(ctx, job_id)
+
+
+@celery_app.task(name=TASK_CHUNK, base=JobTask)
+def embed_chunk_task(job_id: str, index: int, files: list[str]) -> None:
+    ctx = get_context()
+    state = ctx.jobs.state(job_id)
+    if state is None:
+        return
+    if not state.terminal:
+        runner = ChunkRunner(ctx.settings, ctx.encoder, ctx.store, job_id)
+        try:
+            counts = runner.run(files, RedisSink(ctx, job_id, index))
+        except CollectionMismatch as exc:
+            fail_job(ctx.jobs, job_id, exc.message)
+            return
+        log.info("chunk %d: %s", index, counts.model_dump(), extra={"job_id": job_id})
+    done, total = ctx.jobs.mark_chunk_done(job_id, index)
+    if done >= total:
+        finalize(ctx, job_id)
