@@ -170,8 +170,10 @@ class JobStore:
         return False
 
     def set_fields(self, job_id: str, **values: str | int | float) -> None:
-        mapping: dict[str | bytes, str | int | float | bytes] = dict(values)
-        self.r.hset(self.key(job_id), mapping=mapping)
+        pipe = self.r.pipeline()
+        for name, value in values.items():
+            pipe.hset(self.key(job_id), name, value)
+        pipe.execute()
 
     def set_chunk(self, job_id: str, chunk: str, counts: ChunkCounts) -> None:
         self.r.hset(self.key(job_id, ":chunks"), chunk, counts.model_dump_json())
@@ -273,11 +275,7 @@ class JobStore:
 
     def active(self) -> list[str]:
         ids = self.r.zrevrange(f"{PREFIX}jobs", 0, -1)
-        return [
-            str(j)
-            for j in ids
-            if (s := self.state(str(j))) is not None and not s.terminal
-        ]
+        return [str(j) for j in ids if (s := self.state(str(j))) is not None and not s.terminal]
 
     def writer_lock(self, collection: str, enabled: bool) -> AbstractContextManager[Any]:
         """Serialise writes to one collection (Milvus Lite's WAL needs a single writer)."""

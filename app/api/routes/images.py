@@ -15,7 +15,9 @@ from app.core.paths import is_within
 from app.ml.imageio import MIME_TYPES, ImageDecodeError, make_thumbnail, sniff_file_format
 
 router = APIRouter(prefix="/api/v1/images", tags=["images"], responses=ERROR_RESPONSES)
-IMAGE_RESPONSE: dict[int | str, dict[str, Any]] = {200: {"content": {"image/*": {}}, "description": "The image bytes."}}
+IMAGE_RESPONSE: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"image/*": {}}, "description": "The image bytes."}
+}
 
 
 def _current_file(services: ServicesDep, image_id: str) -> tuple[Path, str]:
