@@ -60,3 +60,72 @@ def write_distinct_set(folder: Path, count: int, start: int = 0) -> list[Path]:
         distinct_image(i).save(path, quality=90)
         paths.append(path)
     return paths
+
+
+def png_with_fake_size(width: int, height: int) -> bytes:
+    """A tiny PNG whose header claims `width`×`height` pixels (a decompression bomb)."""
+    import struct
+    import zlib
+
+    out = io.BytesIO()
+    Image.new("RGB", (8, 8), (200, 10, 10)).save(out, format="PNG")
+    data = bytearray(out.getvalue())
+    ihdr = 8  # after the signature: length(4) type(4) data(13) crc(4)
+    data[ihdr + 8 : ihdr + 16] = struct.pack(">II", width, height)
+    crc = zlib.crc32(bytes(data[ihdr + 4 : ihdr + 8 + 13])) & 0xFFFFFFFF
+    data[ihdr + 8 + 13 : ihdr + 8 + 17] = struct.pack(">I", crc)
+    return bytes(data)
+
+
+def exif_rotated_jpeg(img: Image.Image, orientation: int = 6) -> bytes:
+    """JPEG storing `img` rotated so that EXIF `orientation` makes it upright again."""
+    rotations = {3: Image.Transpose.ROTATE_180, 6: Image.Transpose.ROTATE_90, 8: Image.Transpose.ROTATE_270}
+    stored = img.transpose(rotations[orientation])
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    out = io.BytesIO()
+    stored.save(out, format="JPEG", quality=95, exif=exif.tobytes())
+    return out.getvalue()
+
+
+def odd_valid_files(seed: int) -> dict[str, bytes]:
+    """Valid images in awkward encodings; each must be embedded, none may fail."""
+    base = distinct_image(seed)
+    files: dict[str, bytes] = {}
+
+    def save(img: Image.Image, fmt: str, **kw: object) -> bytes:
+        out = io.BytesIO()
+        img.save(out, format=fmt, **kw)
+        return out.getvalue()
+
+    files["cmyk.jpg"] = save(base.convert("CMYK"), "JPEG", quality=90)
+    arr16 = (np.asarray(base.convert("L"), dtype=np.uint16) * 257).astype(np.uint16)
+    files["sixteen_bit.png"] = save(Image.fromarray(arr16), "PNG")
+    pal = distinct_image(seed + 1).convert("P", palette=Image.Palette.ADAPTIVE, colors=64)
+    pal.info["transparency"] = 0
+    files["palette_alpha.png"] = save(pal, "PNG", transparency=0)
+    frames = [distinct_image(seed + 2), distinct_image(seed + 3)]
+    files["animated.gif"] = save(frames[0], "GIF", save_all=True, append_images=frames[1:])
+    files["animated.webp"] = save(
+        distinct_image(seed + 4), "WEBP", save_all=True, append_images=[distinct_image(seed + 5)]
+    )
+    files["rotated_exif.jpg"] = exif_rotated_jpeg(distinct_image(seed + 6))
+    files["tiny_1x1.png"] = save(Image.new("RGB", (1, 1), (10, 200, 30)), "PNG")
+    files["panorama.jpg"] = save(distinct_image(seed + 7, (4000, 120)), "JPEG", quality=85)
+    files["greyscale.bmp"] = save(distinct_image(seed + 8).convert("L"), "BMP")
+    files["scan.tiff"] = save(distinct_image(seed + 9), "TIFF")
+    files["UPPER CASE ÉTÉ.JPEG"] = save(distinct_image(seed + 10), "JPEG", quality=90)
+    return files
+
+
+def bad_files(seed: int) -> dict[str, tuple[bytes, str]]:
+    """Files that must be reported, with a substring of the expected reason."""
+    good = jpeg_bytes(distinct_image(seed), 90)
+    rng = np.random.default_rng(seed)
+    return {
+        "corrupt.jpg": (b"\xff\xd8\xff\xe0" + rng.bytes(3000), "corrupt"),
+        "truncated.jpg": (good[: len(good) // 2], "truncated"),
+        "empty.png": (b"", "empty file"),
+        "text.jpg": (b"this is not an image at all\n" * 20, "not an image"),
+        "bomb.png": (png_with_fake_size(20000, 10000), "too many pixels"),
+    }

@@ -62,7 +62,7 @@ def _open(data: bytes) -> Image.Image:
     except UnidentifiedImageError:
         raise ImageDecodeError("not an image (unrecognised content)") from None
     except (OSError, SyntaxError, ValueError) as exc:
-        raise ImageDecodeError(f"unreadable image header: {exc}") from None
+        raise ImageDecodeError(f"corrupt image header: {exc}") from None
     if img.format not in ACCEPTED_FORMATS:
         img.close()
         raise ImageDecodeError(f"unsupported image format {img.format}")
