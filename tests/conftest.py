@@ -55,7 +55,9 @@ def stack_env(base: Path, **overrides: str) -> dict[str, str]:
 
 def settings_from_env(env: dict[str, str]) -> Settings:
     values: dict[str, Any] = {
-        k.removeprefix("PICSEARCH_").lower(): v for k, v in env.items() if k.startswith("PICSEARCH_")
+        k.removeprefix("PICSEARCH_").lower(): v
+        for k, v in env.items()
+        if k.startswith("PICSEARCH_")
     }
     return Settings.model_validate(values)
 

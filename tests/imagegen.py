@@ -79,7 +79,11 @@ def png_with_fake_size(width: int, height: int) -> bytes:
 
 def exif_rotated_jpeg(img: Image.Image, orientation: int = 6) -> bytes:
     """JPEG storing `img` rotated so that EXIF `orientation` makes it upright again."""
-    rotations = {3: Image.Transpose.ROTATE_180, 6: Image.Transpose.ROTATE_90, 8: Image.Transpose.ROTATE_270}
+    rotations = {
+        3: Image.Transpose.ROTATE_180,
+        6: Image.Transpose.ROTATE_90,
+        8: Image.Transpose.ROTATE_270,
+    }
     stored = img.transpose(rotations[orientation])
     exif = Image.Exif()
     exif[0x0112] = orientation

@@ -174,7 +174,7 @@ def test_image_routes_serve_by_id(
 
 
 def test_bad_requests_get_4xx_with_one_error_schema(stack: RunningStack) -> None:
-    cases = [
+    cases: list[tuple[str, str, dict[str, Any], int, str]] = [
         ("POST", "/api/v1/loads", {"json": {"path": "/etc"}}, 403, "path_forbidden"),
         (
             "POST",
@@ -183,8 +183,13 @@ def test_bad_requests_get_4xx_with_one_error_schema(stack: RunningStack) -> None
             403,
             "path_forbidden",
         ),
-        ("POST", "/api/v1/loads", {"json": {"path": str(stack.images_root / "nope")}}, 404,
-         "not_found"),
+        (
+            "POST",
+            "/api/v1/loads",
+            {"json": {"path": str(stack.images_root / "nope")}},
+            404,
+            "not_found",
+        ),
         ("POST", "/api/v1/loads", {"json": {"path": "relative/dir"}}, 400, "bad_request"),
         ("POST", "/api/v1/loads", {"json": {}}, 422, "validation_error"),
         ("GET", "/api/v1/loads/doesnotexist", {}, 404, "not_found"),
