@@ -25,6 +25,8 @@ class WorkerContext:
 
 
 _context: WorkerContext | None = None
+# Workers wait out a Redis restart (~30 s of retries) rather than failing a chunk midway.
+WORKER_REDIS_RETRIES = 20
 
 
 def build_context(settings: Settings) -> WorkerContext:
@@ -36,7 +38,7 @@ def build_context(settings: Settings) -> WorkerContext:
         recipe=encoder.info.recipe,
     )
     jobs = JobStore(
-        redis_client(settings.redis_dsn),
+        redis_client(settings.redis_dsn, retries=WORKER_REDIS_RETRIES),
         ttl_seconds=settings.job_ttl_seconds,
         max_errors=settings.max_job_errors,
     )

@@ -23,6 +23,8 @@ from typing import Any
 
 import redis
 from pydantic import BaseModel, Field
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
 
 TASK_SCAN = "picsearch.scan_folder"
 TASK_CHUNK = "picsearch.embed_chunk"
@@ -284,12 +286,14 @@ class JobStore:
         return self.r.lock(f"{PREFIX}lock:writer:{collection}", timeout=300, blocking_timeout=600)
 
 
-def redis_client(url: str) -> redis.Redis[str]:
+def redis_client(url: str, *, retries: int = 3) -> redis.Redis[str]:
+    """A client that rides out short Redis outages (restarts) by retrying with backoff."""
     return redis.Redis.from_url(
         url,
         decode_responses=True,
         socket_connect_timeout=3,
         socket_timeout=10,
         health_check_interval=15,
-        retry_on_timeout=True,
+        retry=Retry(ExponentialBackoff(cap=2.0, base=0.1), retries),
+        retry_on_error=[redis.ConnectionError, redis.TimeoutError],
     )
