@@ -11,6 +11,7 @@ from pathlib import Path
 from celery import Celery
 from fastapi import FastAPI, Request, Response
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
@@ -24,6 +25,7 @@ from app.core.errors import PayloadTooLarge, PicsearchError
 from app.core.jobs import JobStore, redis_client
 from app.core.logging import configure_logging
 from app.core.vectorstore import CollectionMeta, VectorStore
+from app.ml.batcher import MicroBatcher
 from app.ml.encoder import Encoder
 
 log = logging.getLogger(__name__)
@@ -54,13 +56,15 @@ def build_services(settings: Settings) -> Services:
     producer.conf.broker_transport_options = {"visibility_timeout": settings.visibility_timeout}
     producer.conf.broker_connection_retry = False
     producer.conf.broker_connection_max_retries = 0
+    model_pool = ThreadPoolExecutor(1, "embed")
     return Services(
         settings=settings,
         jobs=jobs,
         store=VectorStore(settings, meta),
         encoder=encoder,
         tasks=producer,
-        model_pool=ThreadPoolExecutor(1, "embed"),
+        model_pool=model_pool,
+        batcher=MicroBatcher(encoder.embed, model_pool, max_batch=settings.batch_size),
     )
 
 
@@ -72,12 +76,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         configure_logging(settings)
         services = await run_in_threadpool(build_services, settings)
         app.state.services = services
+        services.batcher.start()
         try:
             await run_in_threadpool(services.store.ensure_collection)
         except PicsearchError as exc:  # dependencies may come up later; /readyz tells
             log.warning("collection not ready at start-up: %s", exc.message)
         log.info("Picsearch API ready on http://%s:%d", settings.host, settings.port)
         yield
+        await services.batcher.stop()
         services.model_pool.shutdown(wait=False)
         services.store.reset()
         services.jobs.r.close()
@@ -106,8 +112,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         length = request.headers.get("content-length")
         if length and length.isdigit() and int(length) > settings.max_upload_bytes + 65536:
             exc = PayloadTooLarge(f"request body exceeds {settings.max_upload_bytes:,} bytes")
-            from fastapi.responses import JSONResponse
-
             return JSONResponse(exc.to_response().model_dump(), status_code=exc.status_code)
         return await call_next(request)
 

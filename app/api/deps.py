@@ -14,6 +14,7 @@ from app.core.config import Settings
 from app.core.errors import AuthError
 from app.core.jobs import JobStore
 from app.core.vectorstore import VectorStore
+from app.ml.batcher import MicroBatcher
 from app.ml.encoder import Encoder
 
 
@@ -25,6 +26,7 @@ class Services:
     encoder: Encoder
     tasks: Celery  # a producer only: sends tasks by name, imports no worker code
     model_pool: ThreadPoolExecutor
+    batcher: MicroBatcher  # concurrent queries share forward passes
 
 
 def get_services(request: Request) -> Services:

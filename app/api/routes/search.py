@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import Annotated
 
@@ -44,7 +43,7 @@ def _decode_query(services: Services, data: bytes) -> np.ndarray:
         if exc.reason.startswith(NOT_AN_IMAGE):
             raise UnsupportedMediaType(f"upload is not a supported image: {exc.reason}") from None
         raise InvalidImageError(f"cannot decode the uploaded image: {exc.reason}") from None
-    return image.pixels[None]
+    return image.pixels
 
 
 async def _read_upload(upload: UploadFile, limit: int) -> bytes:
@@ -66,10 +65,9 @@ async def search(
     t0 = time.perf_counter()
     pixels = await run_in_threadpool(_decode_query, services, data)
     t1 = time.perf_counter()
-    loop = asyncio.get_running_loop()
-    vectors = await loop.run_in_executor(services.model_pool, services.encoder.embed, pixels)
+    vector = await services.batcher.embed_one(pixels)
     t2 = time.perf_counter()
-    hits = await run_in_threadpool(services.store.search, vectors[0], top_k)
+    hits = await run_in_threadpool(services.store.search, vector, top_k)
     t3 = time.perf_counter()
     return SearchResponse(
         results=_results(hits),
