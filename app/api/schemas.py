@@ -6,12 +6,16 @@ from pydantic import BaseModel, Field
 
 from app.core.jobs import JobProgress
 
+ABSOLUTE_PATH = r"^/[^\x00]*$"
+
 
 class LoadRequest(BaseModel):
     path: str = Field(
         description="Absolute path of a folder inside one of the image roots; walked recursively.",
         examples=["/home/me/Pictures"],
+        min_length=1,
         max_length=4096,
+        pattern=ABSOLUTE_PATH,
     )
 
 

@@ -190,7 +190,7 @@ def test_bad_requests_get_4xx_with_one_error_schema(stack: RunningStack) -> None
             404,
             "not_found",
         ),
-        ("POST", "/api/v1/loads", {"json": {"path": "relative/dir"}}, 400, "bad_request"),
+        ("POST", "/api/v1/loads", {"json": {"path": "relative/dir"}}, 422, "validation_error"),
         ("POST", "/api/v1/loads", {"json": {}}, 422, "validation_error"),
         ("GET", "/api/v1/loads/doesnotexist", {}, 404, "not_found"),
         ("DELETE", "/api/v1/loads/doesnotexist", {}, 404, "not_found"),

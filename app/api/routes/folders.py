@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query
 
 from app.api.deps import ServicesDep
 from app.api.errors import ERROR_RESPONSES
-from app.api.schemas import FolderEntry, FolderListing, Roots
+from app.api.schemas import ABSOLUTE_PATH, FolderEntry, FolderListing, Roots
 from app.core.paths import is_within, resolve_in_roots
 from app.ml.imageio import has_image_extension
 
@@ -26,7 +26,14 @@ def roots(services: ServicesDep) -> Roots:
 @router.get("/folders", summary="List sub-folders of a folder inside the roots")
 def folders(
     services: ServicesDep,
-    path: Annotated[str, Query(description="Absolute folder path inside an image root.")],
+    path: Annotated[
+        str,
+        Query(
+            description="Absolute folder path inside an image root.",
+            pattern=ABSOLUTE_PATH,
+            max_length=4096,
+        ),
+    ],
 ) -> FolderListing:
     """Sub-folders (hidden ones left out, at most 2000) and the number of image files."""
     image_roots = services.settings.image_roots
