@@ -26,12 +26,26 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(payload)
 
 
+class JobTag(logging.Filter):
+    """Adds ` [job <id>]` to text lines logged with `extra={"job_id": ...}`."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        job_id = getattr(record, "job_id", None)
+        record.job_tag = f" [job {job_id}]" if job_id else ""
+        return True
+
+
 def configure_logging(settings: Settings) -> None:
-    handler = logging.StreamHandler(sys.stderr)
+    # The real stderr: Celery's pool children replace sys.stderr with a proxy that logs back
+    # into the root logger, which would swallow our lines.
+    handler = logging.StreamHandler(sys.__stderr__ or sys.stderr)
+    handler.addFilter(JobTag())
     if settings.log_json:
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(
+            logging.Formatter("%(asctime)s %(levelname)s %(name)s%(job_tag)s: %(message)s")
+        )
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(settings.log_level.upper())
