@@ -69,7 +69,14 @@ def corpus(stack: RunningStack) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def first_load(stack: RunningStack, corpus: dict[str, Any]) -> dict[str, Any]:
+def baseline(stack: RunningStack) -> int:
+    """Vectors other test modules left in the shared collection."""
+    with stack.client() as client:
+        return _count(client)
+
+
+@pytest.fixture(scope="module")
+def first_load(stack: RunningStack, corpus: dict[str, Any], baseline: int) -> dict[str, Any]:
     return _load(stack, corpus["root"])
 
 
@@ -93,11 +100,11 @@ def test_load_reports_exact_counts_and_each_bad_file(
 
 
 def test_stats_count_matches_and_weights_are_flagged(
-    stack: RunningStack, first_load: dict[str, Any], corpus: dict[str, Any]
+    stack: RunningStack, first_load: dict[str, Any], corpus: dict[str, Any], baseline: int
 ) -> None:
     with stack.client() as client:
         stats = client.get("/api/v1/stats").json()
-    assert stats["count"] == len(corpus["good"])
+    assert stats["count"] == baseline + len(corpus["good"])
     assert stats["model"] == "vgg16" and stats["dimension"] == 512
     assert stats["random_weights"] is True and stats["weights_id"].startswith("random")
 
@@ -126,18 +133,18 @@ def test_exif_rotated_file_is_indexed_upright(
 
 
 def test_reload_unchanged_folder_embeds_nothing(
-    stack: RunningStack, first_load: dict[str, Any], corpus: dict[str, Any]
+    stack: RunningStack, first_load: dict[str, Any], corpus: dict[str, Any], baseline: int
 ) -> None:
     job = _load(stack, corpus["root"])
     n_good = len(corpus["good"])
     assert job["state"] == "succeeded"
     assert (job["indexed"], job["unchanged"], job["failed"]) == (0, n_good, len(corpus["bad"]))
     with stack.client() as client:
-        assert _count(client) == n_good
+        assert _count(client) == baseline + n_good
 
 
 def test_changed_file_is_reembedded_not_duplicated(
-    stack: RunningStack, corpus: dict[str, Any]
+    stack: RunningStack, corpus: dict[str, Any], baseline: int
 ) -> None:
     folder = stack.images_root / "changing"
     paths = write_distinct_set(folder, 5, start=500)
@@ -150,7 +157,7 @@ def test_changed_file_is_reembedded_not_duplicated(
     with stack.client() as client:
         top = _search(client, jpeg_bytes(near_duplicate(distinct_image(999))))["results"][0]
         assert top["id"] == image_id(str(paths[0].resolve()))
-        assert _count(client) == len(corpus["good"]) + 5
+        assert _count(client) == baseline + len(corpus["good"]) + 5
 
 
 def test_image_routes_serve_by_id(
