@@ -24,9 +24,8 @@ from app.core.config import PROJECT_ROOT, Settings, get_settings
 from app.core.errors import PayloadTooLarge, PicsearchError
 from app.core.jobs import JobStore, redis_client
 from app.core.logging import configure_logging
-from app.core.vectorstore import CollectionMeta, VectorStore
-from app.ml.batcher import MicroBatcher
 from app.ml.encoder import Encoder
+from app.ml.registry import CollectionRegistry, EncoderRegistry, meta_for
 
 log = logging.getLogger(__name__)
 FRONTEND_DIR = PROJECT_ROOT / "frontend"
@@ -41,12 +40,6 @@ def _unique_id(route: APIRoute) -> str:
 
 def build_services(settings: Settings) -> Services:
     encoder = Encoder(settings)
-    meta = CollectionMeta(
-        model=encoder.info.model,
-        weights_id=encoder.info.weights_id,
-        dim=encoder.info.dim,
-        recipe=encoder.info.recipe,
-    )
     jobs = JobStore(
         redis_client(settings.redis_dsn),
         ttl_seconds=settings.job_ttl_seconds,
@@ -56,15 +49,13 @@ def build_services(settings: Settings) -> Services:
     producer.conf.broker_transport_options = {"visibility_timeout": settings.visibility_timeout}
     producer.conf.broker_connection_retry = False
     producer.conf.broker_connection_max_retries = 0
-    model_pool = ThreadPoolExecutor(1, "embed")
     return Services(
         settings=settings,
         jobs=jobs,
-        store=VectorStore(settings, meta),
-        encoder=encoder,
+        collections=CollectionRegistry(settings, meta_for(encoder, settings)),
+        encoders=EncoderRegistry(settings, encoder),
         tasks=producer,
-        model_pool=model_pool,
-        batcher=MicroBatcher(encoder.embed, model_pool, max_batch=settings.batch_size),
+        model_pool=ThreadPoolExecutor(1, "embed"),
     )
 
 
@@ -76,17 +67,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         configure_logging(settings)
         services = await run_in_threadpool(build_services, settings)
         app.state.services = services
-        services.batcher.start()
         try:
             await run_in_threadpool(services.store.ensure_collection)
         except PicsearchError as exc:  # dependencies may come up later; /readyz tells
             log.warning("collection not ready at start-up: %s", exc.message)
         log.info("Picsearch API ready on http://%s:%d", settings.host, settings.port)
         yield
-        await services.batcher.stop()
-        services.model_pool.shutdown(wait=False)
-        services.store.reset()
-        services.jobs.r.close()
+        await services.close()
 
     app = FastAPI(
         title="Picsearch",

@@ -10,8 +10,9 @@ from celery.signals import worker_process_init
 from app.core.config import Settings, get_settings
 from app.core.jobs import JobStore, redis_client
 from app.core.logging import configure_logging
-from app.core.vectorstore import CollectionMeta, VectorStore
+from app.core.vectorstore import VectorStore
 from app.ml.encoder import Encoder
+from app.ml.registry import CollectionRegistry, EncoderRegistry, meta_for
 
 log = logging.getLogger(__name__)
 
@@ -19,9 +20,25 @@ log = logging.getLogger(__name__)
 @dataclass
 class WorkerContext:
     settings: Settings
-    encoder: Encoder
-    store: VectorStore
+    encoders: EncoderRegistry
+    collections: CollectionRegistry
     jobs: JobStore
+
+    def for_job(self, collection: str) -> JobTools:
+        """The store, encoder and settings (image size etc.) for a job's collection."""
+        store = self.collections.get(collection)
+        return JobTools(
+            store=store,
+            encoder=self.encoders.for_collection(store.meta),
+            settings=self.encoders.settings_for(store.meta),
+        )
+
+
+@dataclass(frozen=True)
+class JobTools:
+    store: VectorStore
+    encoder: Encoder
+    settings: Settings
 
 
 _context: WorkerContext | None = None
@@ -31,18 +48,17 @@ WORKER_REDIS_RETRIES = 20
 
 def build_context(settings: Settings) -> WorkerContext:
     encoder = Encoder(settings)
-    meta = CollectionMeta(
-        model=encoder.info.model,
-        weights_id=encoder.info.weights_id,
-        dim=encoder.info.dim,
-        recipe=encoder.info.recipe,
-    )
     jobs = JobStore(
         redis_client(settings.redis_dsn, retries=WORKER_REDIS_RETRIES),
         ttl_seconds=settings.job_ttl_seconds,
         max_errors=settings.max_job_errors,
     )
-    return WorkerContext(settings, encoder, VectorStore(settings, meta), jobs)
+    return WorkerContext(
+        settings,
+        EncoderRegistry(settings, encoder),
+        CollectionRegistry(settings, meta_for(encoder, settings)),
+        jobs,
+    )
 
 
 def get_context() -> WorkerContext:

@@ -9,6 +9,7 @@ import hashlib
 import logging
 import os
 import stat
+import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
@@ -35,12 +36,19 @@ class ScanResult:
     errors: list[FileError] = field(default_factory=list)
 
 
-def scan_folder(folder: Path, roots: Sequence[Path]) -> ScanResult:
+def scan_folder(
+    folder: Path,
+    roots: Sequence[Path],
+    on_progress: Callable[[int], None] | None = None,
+    progress_every: int = 1000,
+) -> ScanResult:
     """Walk `folder` recursively for image files, staying inside `roots`.
 
     Symlinks are followed only when their target stays inside a root; loops are cut by
     remembering visited directories. Unreadable directories are reported, not fatal.
+    `on_progress(found)` is called every `progress_every` files found.
     """
+    reported = 0
     result = ScanResult()
     seen_files: set[str] = set()
     visited: set[tuple[int, int]] = set()
@@ -62,6 +70,9 @@ def scan_folder(folder: Path, roots: Sequence[Path]) -> ScanResult:
             continue
         for entry in entries:
             _scan_entry(entry, roots, stack, seen_files, result)
+        if on_progress and len(result.files) - reported >= progress_every:
+            reported = len(result.files)
+            on_progress(reported)
     result.files.sort()
     return result
 
@@ -177,7 +188,12 @@ class ChunkRunner:
     encoder: Encoder
     store: VectorStore
     job_id: str
-    timings: dict[str, float] = field(default_factory=dict)
+    # Seconds spent per stage: waiting for decoded images (decode runs ahead on threads),
+    # in the model, and writing to Milvus. Read by the benchmark and the metrics.
+    timings: dict[str, float] = field(
+        default_factory=lambda: {"decode_wait": 0.0, "embed": 0.0, "write": 0.0}
+    )
+    batch_sizes: list[int] = field(default_factory=list)
 
     def run(self, files: Sequence[str], sink: ChunkSink) -> ChunkCounts:
         counts = ChunkCounts()
@@ -195,16 +211,28 @@ class ChunkRunner:
         sink.update(counts, errors)
         if sink.cancelled():
             return counts
-        for batch, batch_errors in self._decoded_batches(todo):
+        batches = self._decoded_batches(todo)
+        while True:
+            started = time.perf_counter()
+            item = next(batches, None)
+            self.timings["decode_wait"] += time.perf_counter() - started
+            if item is None:
+                break
+            batch, batch_errors = item
             counts.failed += len(batch_errors)
             counts.processed += len(batch_errors)
             if batch:
+                started = time.perf_counter()
                 vectors = self.encoder.embed(np.stack([d.image.pixels for d in batch]))
+                self.timings["embed"] += time.perf_counter() - started
+                self.batch_sizes.append(len(batch))
                 rows = [self._row(d, v) for d, v in zip(batch, vectors, strict=True)]
                 with sink.write_lock():
                     if sink.cancelled():
                         return counts
+                    started = time.perf_counter()
                     self.store.upsert(rows)
+                    self.timings["write"] += time.perf_counter() - started
                 counts.indexed += len(rows)
                 counts.processed += len(rows)
             sink.update(counts, batch_errors)
@@ -263,6 +291,3 @@ class ChunkRunner:
             content_hash=item.content_hash,
             job_id=self.job_id,
         )
-
-
-ProgressCallback = Callable[[ChunkCounts, list[FileError]], None]

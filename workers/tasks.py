@@ -27,7 +27,7 @@ from app.core.jobs import (
 )
 from app.core.paths import resolve_in_roots
 from workers.celery_app import celery_app
-from workers.context import WorkerContext, get_context
+from workers.context import JobTools, WorkerContext, get_context
 from workers.pipeline import ChunkRunner, chunked, scan_folder
 
 log = logging.getLogger(__name__)
@@ -61,10 +61,11 @@ def fail_job(jobs: JobStore, job_id: str, message: str) -> None:
 class RedisSink:
     """A chunk's window onto its job: progress, cancellation, the collection write lock."""
 
-    def __init__(self, ctx: WorkerContext, job_id: str, chunk: int) -> None:
+    def __init__(self, ctx: WorkerContext, job_id: str, chunk: int, collection: str) -> None:
         self.ctx = ctx
         self.job_id = job_id
         self.chunk = str(chunk)
+        self.collection = collection
 
     def update(self, counts: ChunkCounts, errors: list[FileError]) -> None:
         self.ctx.jobs.set_chunk(self.job_id, self.chunk, counts)
@@ -75,16 +76,25 @@ class RedisSink:
         return state is None or state.terminal
 
     def write_lock(self) -> AbstractContextManager[object]:
-        return self.ctx.jobs.writer_lock(self.ctx.store.name, self.ctx.settings.single_writer)
+        return self.ctx.jobs.writer_lock(self.collection, self.ctx.settings.single_writer)
 
 
-def finalize(ctx: WorkerContext, job_id: str) -> None:
+def finalize(ctx: WorkerContext, job_id: str, tools: JobTools) -> None:
     """Flush, then mark succeeded: the bar reaches 100 % only once vectors are durable."""
     ctx.jobs.transition(job_id, JobState.finalizing)
-    with ctx.jobs.writer_lock(ctx.store.name, ctx.settings.single_writer):
-        ctx.store.flush()
+    with ctx.jobs.writer_lock(tools.store.name, ctx.settings.single_writer):
+        tools.store.flush()
     if ctx.jobs.transition(job_id, JobState.succeeded):
         log.info("job succeeded", extra={"job_id": job_id})
+
+
+def prune_vanished(ctx: WorkerContext, tools: JobTools, folder: Path, present: list[str]) -> int:
+    """Delete vectors of files under `folder` that the scan no longer found."""
+    keep = set(present)
+    stored = tools.store.rows_under(str(folder))
+    gone = [i for i, path in stored.items() if path not in keep and not Path(path).exists()]
+    with ctx.jobs.writer_lock(tools.store.name, ctx.settings.single_writer):
+        return tools.store.delete(gone)
 
 
 @celery_app.task(name=TASK_SCAN, base=JobTask)
@@ -97,19 +107,26 @@ def scan_folder_task(job_id: str) -> None:
     jobs.transition(job_id, JobState.scanning)
     try:
         folder = resolve_in_roots(fields["path"], ctx.settings.image_roots, want_dir=True)
-        ctx.store.ensure_collection()
-    except (CollectionMismatch, PicsearchError) as exc:
-        if isinstance(exc, ServiceUnavailable):
-            raise
+        tools = ctx.for_job(fields["collection"])
+        tools.store.ensure_collection()
+    except ServiceUnavailable:
+        raise
+    except PicsearchError as exc:
         fail_job(jobs, job_id, exc.message)
         return
-    scan = scan_folder(Path(folder), ctx.settings.image_roots)
+    scan = scan_folder(
+        Path(folder),
+        ctx.settings.image_roots,
+        on_progress=lambda found: jobs.set_fields(job_id, discovered=found),
+    )
     chunks = chunked(scan.files, ctx.settings.chunk_size)
     jobs.set_chunk(
         job_id, SCAN_CHUNK, ChunkCounts(processed=len(scan.errors), failed=len(scan.errors))
     )
     jobs.add_errors(job_id, scan.errors)
     jobs.set_fields(job_id, discovered=len(scan.files) + len(scan.errors), chunks_total=len(chunks))
+    if fields.get("prune") == "1":
+        jobs.set_fields(job_id, pruned=prune_vanished(ctx, tools, Path(folder), scan.files))
     log.info(
         "scanned %s: %d files in %d chunks",
         folder,
@@ -123,23 +140,30 @@ def scan_folder_task(job_id: str) -> None:
         celery_app.send_task(TASK_CHUNK, args=[job_id, index, files], task_id=f"{job_id}-{index}")
     jobs.set_fields(job_id, dispatched=1)
     if not chunks:
-        finalize(ctx, job_id)
+        finalize(ctx, job_id, tools)
 
 
 @celery_app.task(name=TASK_CHUNK, base=JobTask)
 def embed_chunk_task(job_id: str, index: int, files: list[str]) -> None:
     ctx = get_context()
-    state = ctx.jobs.state(job_id)
-    if state is None:
+    fields = ctx.jobs.fields(job_id)
+    if not fields:
+        return  # expired or unknown job
+    try:
+        tools = ctx.for_job(fields["collection"])
+    except ServiceUnavailable:
+        raise
+    except PicsearchError as exc:  # e.g. the collection was dropped meanwhile
+        fail_job(ctx.jobs, job_id, exc.message)
         return
-    if not state.terminal:
-        runner = ChunkRunner(ctx.settings, ctx.encoder, ctx.store, job_id)
+    if not JobState(fields["state"]).terminal:
+        runner = ChunkRunner(tools.settings, tools.encoder, tools.store, job_id)
         try:
-            counts = runner.run(files, RedisSink(ctx, job_id, index))
+            counts = runner.run(files, RedisSink(ctx, job_id, index, tools.store.name))
         except CollectionMismatch as exc:
             fail_job(ctx.jobs, job_id, exc.message)
             return
         log.info("chunk %d: %s", index, counts.model_dump(), extra={"job_id": job_id})
     done, total = ctx.jobs.mark_chunk_done(job_id, index)
     if done >= total:
-        finalize(ctx, job_id)
+        finalize(ctx, job_id, tools)

@@ -4,29 +4,57 @@ from __future__ import annotations
 
 import secrets
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated
 
 from celery import Celery
-from fastapi import Depends, Header, Request
+from fastapi import Depends, Header, Query, Request
 
+from app.api.schemas import COLLECTION_NAME
 from app.core.config import Settings
 from app.core.errors import AuthError
 from app.core.jobs import JobStore
 from app.core.vectorstore import VectorStore
 from app.ml.batcher import MicroBatcher
 from app.ml.encoder import Encoder
+from app.ml.registry import CollectionRegistry, EncoderRegistry
 
 
 @dataclass
 class Services:
     settings: Settings
     jobs: JobStore
-    store: VectorStore
-    encoder: Encoder
+    collections: CollectionRegistry
+    encoders: EncoderRegistry
     tasks: Celery  # a producer only: sends tasks by name, imports no worker code
-    model_pool: ThreadPoolExecutor
-    batcher: MicroBatcher  # concurrent queries share forward passes
+    model_pool: ThreadPoolExecutor  # one model thread: forward passes never contend
+    batchers: dict[int, MicroBatcher] = field(default_factory=dict)
+
+    @property
+    def store(self) -> VectorStore:
+        """The default collection."""
+        return self.collections.default
+
+    @property
+    def encoder(self) -> Encoder:
+        """The configured (default) encoder."""
+        return self.encoders.default
+
+    def batcher(self, encoder: Encoder) -> MicroBatcher:
+        """The micro-batcher of `encoder` (concurrent queries share forward passes)."""
+        key = id(encoder)
+        if key not in self.batchers:
+            batcher = MicroBatcher(encoder.embed, self.model_pool, self.settings.batch_size)
+            batcher.start()
+            self.batchers[key] = batcher
+        return self.batchers[key]
+
+    async def close(self) -> None:
+        for batcher in self.batchers.values():
+            await batcher.stop()
+        self.model_pool.shutdown(wait=False)
+        self.collections.conn.reset()
+        self.jobs.r.close()
 
 
 def get_services(request: Request) -> Services:
@@ -51,3 +79,19 @@ def require_api_key(
 
 
 ApiKeyDep = Depends(require_api_key)
+
+
+def get_collection(
+    services: ServicesDep,
+    collection: Annotated[
+        str | None,
+        Query(
+            description="Collection name; the default collection when omitted.",
+            pattern=COLLECTION_NAME,
+        ),
+    ] = None,
+) -> VectorStore:
+    return services.collections.get(collection)
+
+
+CollectionDep = Annotated[VectorStore, Depends(get_collection)]

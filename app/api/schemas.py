@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, Field
 
 from app.core.jobs import JobProgress
 
 ABSOLUTE_PATH = r"^/[^\x00]*$"
+COLLECTION_NAME = r"^[A-Za-z_][A-Za-z0-9_]{0,254}$"
 
 
 class LoadRequest(BaseModel):
+    collection: str | None = Field(
+        default=None,
+        pattern=COLLECTION_NAME,
+        description="Collection to load into; the default collection when omitted.",
+    )
+    prune: bool = Field(
+        default=False,
+        description="Also delete vectors of files under this folder that are gone from disk.",
+    )
     path: str = Field(
         description="Absolute path of a folder inside one of the image roots; walked recursively.",
         examples=["/home/me/Pictures"],
@@ -28,12 +40,21 @@ class LoadList(BaseModel):
     jobs: list[JobProgress]
 
 
+class DuplicateImage(BaseModel):
+    id: str
+    path: str
+
+
 class SearchResult(BaseModel):
     id: str = Field(description="Stable image id (hash of the file's resolved path).")
     path: str
     score: float = Field(description="Cosine similarity to the query, -1..1 (1 = identical).")
     image_url: str
     thumbnail_url: str
+    duplicates: list[DuplicateImage] = Field(
+        default_factory=list,
+        description="Byte-identical files merged into this result (collapse_duplicates).",
+    )
 
 
 class SearchTimings(BaseModel):
@@ -61,6 +82,37 @@ class Stats(BaseModel):
     device: str
     precision: str
     milvus: str = Field(description="'embedded' (Milvus Lite) or the server URI.")
+    max_upload_bytes: int = Field(description="Largest accepted search upload.")
+    api_key_required: bool = Field(description="Mutating routes need the X-API-Key header.")
+
+
+class CollectionInfo(BaseModel):
+    name: str
+    default: bool = Field(description="The collection used when a request names none.")
+    count: int
+    model: str
+    dimension: int
+    weights_id: str
+    random_weights: bool
+    recipe: str
+
+
+class CollectionList(BaseModel):
+    collections: list[CollectionInfo]
+
+
+class CollectionCreate(BaseModel):
+    name: str = Field(pattern=COLLECTION_NAME, description="Letters, digits and _.")
+    model: Literal["vgg16", "mobilenet_v2"] = Field(description="Backbone for this collection.")
+    weights: str | None = Field(
+        default=None,
+        description="'imagenet', 'random' or a .pth path; the service's PICSEARCH_WEIGHTS "
+        "when omitted.",
+    )
+
+
+class DeleteResult(BaseModel):
+    deleted: int = Field(description="Vectors removed.")
 
 
 class DropResult(BaseModel):

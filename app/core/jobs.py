@@ -82,6 +82,8 @@ class JobProgress(BaseModel):
     indexed: int = Field(description="Files embedded and upserted by this job.")
     unchanged: int = Field(description="Files skipped because already indexed unchanged.")
     failed: int = Field(description="Files that could not be read or decoded (see errors).")
+    prune: bool = Field(description="Whether vectors of vanished files are deleted.")
+    pruned: int = Field(description="Vectors deleted because their file is gone (prune).")
     chunks_total: int
     chunks_done: int
     percent: float = Field(description="processed / discovered, 0-100.")
@@ -126,7 +128,7 @@ class JobStore:
             pipe.expire(self.key(job_id, suffix), self.ttl)
         pipe.execute()
 
-    def create(self, path: str, collection: str) -> str:
+    def create(self, path: str, collection: str, prune: bool = False) -> str:
         job_id = uuid.uuid4().hex
         now = time.time()
         pipe = self.r.pipeline()
@@ -139,6 +141,8 @@ class JobStore:
                 "created_at": now,
                 "discovered": 0,
                 "chunks_total": 0,
+                "prune": int(prune),
+                "pruned": 0,
             },
         )
         pipe.zadd(f"{PREFIX}jobs", {job_id: now})
@@ -248,6 +252,8 @@ class JobStore:
             indexed=counts.indexed,
             unchanged=counts.unchanged,
             failed=counts.failed,
+            prune=job.get("prune") == "1",
+            pruned=int(job.get("pruned", 0)),
             chunks_total=int(job.get("chunks_total", 0)),
             chunks_done=done,
             percent=round(min(percent, 100.0), 2),
@@ -275,9 +281,14 @@ class JobStore:
                 break
         return out
 
-    def active(self) -> list[str]:
-        ids = self.r.zrevrange(f"{PREFIX}jobs", 0, -1)
-        return [str(j) for j in ids if (s := self.state(str(j))) is not None and not s.terminal]
+    def active(self, collection: str | None = None) -> list[str]:
+        """Ids of jobs not yet finished (only those loading into `collection` if given)."""
+        out = []
+        for job_id in self.r.zrevrange(f"{PREFIX}jobs", 0, -1):
+            state, target = self.r.hmget(self.key(str(job_id)), ["state", "collection"])
+            if state and not JobState(state).terminal and collection in (None, target):
+                out.append(str(job_id))
+        return out
 
     def writer_lock(self, collection: str, enabled: bool) -> AbstractContextManager[Any]:
         """Serialise writes to one collection (Milvus Lite's WAL needs a single writer)."""

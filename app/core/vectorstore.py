@@ -11,7 +11,7 @@ import json
 import logging
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from typing import Any, TypedDict
 
 import numpy as np
@@ -64,22 +64,30 @@ class SearchHit:
     id: str
     path: str
     score: float
+    content_hash: str = ""
 
 
 @dataclass(frozen=True)
 class CollectionMeta:
+    """What produced a collection's vectors. Equality decides whether vectors may mix."""
+
     model: str
     weights_id: str
     dim: int
     recipe: str
     schema_version: int = SCHEMA_VERSION
+    # How to rebuild the encoder for this collection; covered by weights_id and recipe.
+    weights_source: str = field(default="", compare=False)
+    pooling: str = field(default="gem", compare=False)
+    image_size: int = field(default=224, compare=False)
 
     def to_json(self) -> str:
         return json.dumps(self.__dict__, sort_keys=True)
 
     @classmethod
     def from_json(cls, raw: str) -> CollectionMeta:
-        return cls(**json.loads(raw))
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in json.loads(raw).items() if k in known})
 
     def describe(self) -> str:
         return f"model={self.model} weights={self.weights_id} dim={self.dim} recipe={self.recipe}"
@@ -100,18 +108,25 @@ def _quote(value: str) -> str:
     return json.dumps(value)  # a JSON string literal is a valid Milvus string literal
 
 
-class VectorStore:
-    """One Milvus collection. Connects lazily and reconnects after failures."""
+def _like_escape(value: str) -> str:
+    # LIKE wildcards in a folder name must match literally; results are re-checked anyway.
+    return value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
-    def __init__(self, settings: Settings, meta: CollectionMeta) -> None:
+
+def folder_prefix(folder: str) -> str:
+    """`/a/b` -> `/a/b/`: matches files below the folder, not `/a/bc`."""
+    return folder.rstrip("/") + "/"
+
+
+class MilvusConnection:
+    """One lazily opened Milvus client shared by every collection; reopened after failures."""
+
+    def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.name = settings.collection
-        self.meta = meta
         self._client: MilvusClient | None = None
         self._lock = threading.Lock()
-        self._ready = False
+        self.generation = 0  # bumped on every reset, so stores re-check their collection
 
-    # -- connection -------------------------------------------------------------------------
     def client(self) -> MilvusClient:
         with self._lock:
             if self._client is None:
@@ -128,16 +143,17 @@ class VectorStore:
 
     def reset(self) -> None:
         with self._lock:
-            client, self._client, self._ready = self._client, None, False
+            client, self._client = self._client, None
+            self.generation += 1
         if client is not None:
             try:
                 client.close()
             except Exception:  # closing a dead channel may raise anything
                 log.debug("closing Milvus client failed", exc_info=True)
 
-    def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+    def call(self, what: str, fn: Any) -> Any:
         try:
-            return fn(self.client(), *args, **kwargs)
+            return fn(self.client())
         except MilvusException as exc:
             self.reset()
             raise ServiceUnavailable(f"Milvus {what} failed: {exc.message}") from exc
@@ -145,23 +161,60 @@ class VectorStore:
             self.reset()
             raise ServiceUnavailable(f"Milvus {what} failed: {exc}") from exc
 
-    # -- collection -------------------------------------------------------------------------
-    def stored_meta(self) -> CollectionMeta | None:
+    def read_meta(self, name: str) -> CollectionMeta | None:
+        """The Picsearch metadata of collection `name`, or None if absent or foreign."""
+
         def get(c: MilvusClient) -> CollectionMeta | None:
-            if not c.has_collection(self.name):
+            if not c.has_collection(name):
                 return None
-            raw = c.describe_collection(self.name).get("properties", {}).get(META_PROPERTY)
+            raw = c.describe_collection(name).get("properties", {}).get(META_PROPERTY)
             return CollectionMeta.from_json(raw) if raw else None
 
-        result: CollectionMeta | None = self._call("describe", get)
+        result: CollectionMeta | None = self.call("describe", get)
         return result
+
+    def list_names(self) -> list[str]:
+        return sorted(str(n) for n in self.call("list_collections", lambda c: c.list_collections()))
+
+    def ping(self) -> None:
+        self.call("list_collections", lambda c: c.list_collections())
+
+
+class VectorStore:
+    """One Milvus collection holding vectors of one model/weights/recipe."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        meta: CollectionMeta,
+        name: str | None = None,
+        connection: MilvusConnection | None = None,
+    ) -> None:
+        self.settings = settings
+        self.name = name or settings.collection
+        self.meta = meta
+        self.conn = connection or MilvusConnection(settings)
+        self._ready_generation = -1
+
+    def reset(self) -> None:
+        self.conn.reset()
+
+    def _call(self, what: str, fn: Any) -> Any:
+        return self.conn.call(what, fn)
+
+    # -- collection -------------------------------------------------------------------------
+    def stored_meta(self) -> CollectionMeta | None:
+        return self.conn.read_meta(self.name)
+
+    def exists(self) -> bool:
+        return bool(self._call("has_collection", lambda c: c.has_collection(self.name)))
 
     def ensure_collection(self) -> None:
         """Create the collection if missing; refuse if it holds other vectors."""
-        if self._ready:
+        if self._ready_generation == self.conn.generation:
             return
-        existing = self._call("has_collection", lambda c: c.has_collection(self.name))
-        if not existing:
+        generation = self.conn.generation
+        if not self.exists():
             self._call("create_collection", self._create)
         else:
             stored = self.stored_meta()
@@ -178,7 +231,7 @@ class VectorStore:
                     },
                 )
         self._call("load_collection", lambda c: c.load_collection(self.name))
-        self._ready = True
+        self._ready_generation = generation
 
     def _create(self, c: MilvusClient) -> None:
         schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
@@ -210,7 +263,7 @@ class VectorStore:
 
     def drop(self) -> None:
         self._call("drop_collection", lambda c: c.drop_collection(self.name))
-        self._ready = False
+        self._ready_generation = -1
 
     def index_type(self) -> str:
         def get(c: MilvusClient) -> str:
@@ -256,28 +309,71 @@ class VectorStore:
         return np.asarray(rows[0]["vector"], dtype=np.float32)
 
     def search(
-        self, vector: np.ndarray, top_k: int, exclude_id: str | None = None
+        self,
+        vector: np.ndarray,
+        top_k: int,
+        exclude_id: str | None = None,
+        folder: str | None = None,
     ) -> list[SearchHit]:
+        """Nearest vectors by cosine, best first; optionally only under `folder`."""
         self.ensure_collection()
         params: dict[str, Any] = {"metric_type": "COSINE"}
         if self.settings.effective_index_type == "HNSW":
             params["params"] = {"ef": max(self.settings.search_ef, top_k)}
-        flt = f"id != {_quote(exclude_id)}" if exclude_id else ""
+        clauses = []
+        if exclude_id:
+            clauses.append(f"id != {_quote(exclude_id)}")
+        prefix = folder_prefix(folder) if folder else None
+        if prefix:
+            clauses.append(f"path like {_quote(_like_escape(prefix) + '%')}")
         res = self._call(
             "search",
             lambda c: c.search(
                 self.name,
                 data=[vector.astype(np.float32).tolist()],
                 limit=top_k,
-                filter=flt,
-                output_fields=["path"],
+                filter=" and ".join(clauses),
+                output_fields=["path", "content_hash"],
                 search_params=params,
             ),
         )
-        return [
-            SearchHit(id=str(h["id"]), path=str(h["entity"]["path"]), score=float(h["distance"]))
+        hits = [
+            SearchHit(
+                id=str(h["id"]),
+                path=str(h["entity"]["path"]),
+                score=float(h["distance"]),
+                content_hash=str(h["entity"]["content_hash"]),
+            )
             for h in res[0]
         ]
+        return [h for h in hits if prefix is None or h.path.startswith(prefix)]
+
+    def delete(self, ids: Sequence[str]) -> int:
+        """Delete rows by id; returns how many existed."""
+        present = list(self.existing(ids))
+        for start in range(0, len(present), 1000):
+            batch = present[start : start + 1000]
+            self._call("delete", lambda c, b=batch: c.delete(self.name, ids=b))
+        return len(present)
+
+    def rows_under(self, folder: str) -> dict[str, str]:
+        """id -> path of every row whose file lies under `folder`."""
+        self.ensure_collection()
+        prefix = folder_prefix(folder)
+        flt = f"path like {_quote(_like_escape(prefix) + '%')}"
+        out: dict[str, str] = {}
+        iterator = self._call(
+            "query_iterator",
+            lambda c: c.query_iterator(
+                self.name, batch_size=1000, filter=flt, output_fields=["path"]
+            ),
+        )
+        try:
+            while batch := self._call("query_iterator.next", lambda _c: iterator.next()):
+                out.update({str(r["id"]): str(r["path"]) for r in batch})
+        finally:
+            iterator.close()
+        return {i: p for i, p in out.items() if p.startswith(prefix)}
 
     def ping(self) -> None:
-        self._call("list_collections", lambda c: c.list_collections())
+        self.conn.ping()

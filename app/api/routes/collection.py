@@ -1,58 +1,129 @@
-"""The collection: statistics and dropping everything."""
+"""Collections: statistics, creating named collections, dropping."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, status
+from fastapi import Path as PathParam
 
-from app.api.deps import ApiKeyDep, ServicesDep
+from app.api.deps import ApiKeyDep, CollectionDep, Services, ServicesDep
 from app.api.errors import ERROR_RESPONSES
-from app.api.schemas import DropResult, Stats
+from app.api.schemas import (
+    COLLECTION_NAME,
+    CollectionCreate,
+    CollectionInfo,
+    CollectionList,
+    DropResult,
+    Stats,
+)
 from app.core.errors import ConfirmationRequired
 from app.core.jobs import JobState
+from app.core.vectorstore import VectorStore
+from app.ml.registry import meta_for
 
 router = APIRouter(prefix="/api/v1", tags=["collection"], responses=ERROR_RESPONSES)
+Confirm = Annotated[bool, Query(description="Must be true; guards against accidents.")]
+CollectionName = Annotated[str, PathParam(pattern=COLLECTION_NAME)]
 
 
 @router.get("/stats", summary="Collection statistics")
-def stats(services: ServicesDep) -> Stats:
+def stats(services: ServicesDep, store: CollectionDep) -> Stats:
     """Vector count and what produced the vectors (model, weights, recipe, index)."""
-    info = services.encoder.info
+    meta = store.meta
+    encoder = services.encoders.for_collection(meta)
     settings = services.settings
     return Stats(
-        collection=services.store.name,
-        count=services.store.count(),
-        model=info.model,
-        dimension=info.dim,
-        index_type=services.store.index_type(),
-        weights_id=info.weights_id,
-        random_weights=info.random_weights,
-        recipe=info.recipe,
-        device=info.device,
-        precision=info.precision,
+        collection=store.name,
+        count=store.count(),
+        model=meta.model,
+        dimension=meta.dim,
+        index_type=store.index_type(),
+        weights_id=meta.weights_id,
+        random_weights=meta.weights_id.startswith("random"),
+        recipe=meta.recipe,
+        device=encoder.info.device,
+        precision=encoder.info.precision,
         milvus="embedded" if settings.milvus_is_embedded else settings.milvus_dsn,
+        max_upload_bytes=settings.max_upload_bytes,
+        api_key_required=settings.api_key is not None,
     )
+
+
+def drop_store(services: Services, store: VectorStore) -> DropResult:
+    """Cancel the collection's running loads, then drop it (the default one comes back empty)."""
+    cancelled = []
+    for job_id in services.jobs.active(store.name):
+        if services.jobs.transition(job_id, JobState.cancelled):
+            services.jobs.set_fields(job_id, message="cancelled: the collection was dropped")
+            cancelled.append(job_id)
+    with services.jobs.writer_lock(store.name, services.settings.single_writer):
+        count = store.count() if store.stored_meta() == store.meta else 0
+        store.drop()
+        if store.name == services.collections.default_name:
+            store.ensure_collection()
+        else:
+            services.collections.forget(store.name)
+    return DropResult(dropped=count, cancelled_jobs=cancelled)
 
 
 @router.delete("/collection", dependencies=[ApiKeyDep], summary="Drop all vectors")
 def drop_collection(
-    services: ServicesDep,
-    confirm: Annotated[bool, Query(description="Must be true; guards against accidents.")] = False,
+    services: ServicesDep, store: CollectionDep, confirm: Confirm = False
 ) -> DropResult:
-    """Cancel running loads, then drop and recreate the collection empty. Files on disk are
-    never touched. Requires `confirm=true`."""
+    """Cancel running loads, then drop and recreate the collection empty (the default one
+    unless `collection` names another). Files on disk are never touched. Requires
+    `confirm=true`."""
     if not confirm:
         raise ConfirmationRequired("dropping the collection needs ?confirm=true")
-    cancelled = []
-    for job_id in services.jobs.active():
-        if services.jobs.transition(job_id, JobState.cancelled):
-            services.jobs.set_fields(job_id, message="cancelled: the collection was dropped")
-            cancelled.append(job_id)
-    store = services.store
-    with services.jobs.writer_lock(store.name, services.settings.single_writer):
-        stored = store.stored_meta()
-        count = store.count() if stored == store.meta else 0
-        store.drop()
-        store.ensure_collection()
-    return DropResult(dropped=count, cancelled_jobs=cancelled)
+    return drop_store(services, store)
+
+
+def _info(services: Services, store: VectorStore) -> CollectionInfo:
+    meta = store.meta
+    return CollectionInfo(
+        name=store.name,
+        default=store.name == services.collections.default_name,
+        count=store.count(),
+        model=meta.model,
+        dimension=meta.dim,
+        weights_id=meta.weights_id,
+        random_weights=meta.weights_id.startswith("random"),
+        recipe=meta.recipe,
+    )
+
+
+@router.get("/collections", summary="List collections")
+def list_collections(services: ServicesDep) -> CollectionList:
+    """Every Picsearch collection with its model and size; the default one first."""
+    names = services.collections.names()
+    names.sort(key=lambda n: (n != services.collections.default_name, n))
+    return CollectionList(collections=[_info(services, services.collections.get(n)) for n in names])
+
+
+@router.post(
+    "/collections",
+    status_code=status.HTTP_201_CREATED,
+    dependencies=[ApiKeyDep],
+    summary="Create a named collection",
+)
+def create_collection(body: CollectionCreate, services: ServicesDep) -> CollectionInfo:
+    """A new, empty collection for `model`. Its vectors never mix with other collections';
+    searches in it embed the query with its own model. 409 if the name is taken."""
+    settings = services.settings.model_copy(
+        update={"model": body.model, "weights": body.weights or services.settings.weights}
+    )
+    encoder = services.encoders.get(settings)  # refuses here if the weights are missing
+    store = services.collections.create(body.name, meta_for(encoder, settings))
+    return _info(services, store)
+
+
+@router.delete("/collections/{name}", dependencies=[ApiKeyDep], summary="Drop a collection")
+def delete_collection(
+    name: CollectionName, services: ServicesDep, confirm: Confirm = False
+) -> DropResult:
+    """Drop the collection `name` and its vectors (the default one is recreated empty).
+    Requires `confirm=true`."""
+    if not confirm:
+        raise ConfirmationRequired("dropping a collection needs ?confirm=true")
+    return drop_store(services, services.collections.get(name))

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Query
 from fastapi.responses import FileResponse, Response
 
-from app.api.deps import ServicesDep
+from app.api.deps import ApiKeyDep, CollectionDep, ServicesDep
 from app.api.errors import ERROR_RESPONSES
+from app.api.schemas import ABSOLUTE_PATH, DeleteResult
 from app.core.errors import NotFoundError
 from app.core.paths import is_within
+from app.core.vectorstore import VectorStore
 from app.ml.imageio import MIME_TYPES, ImageDecodeError, make_thumbnail, sniff_file_format
 
 router = APIRouter(prefix="/api/v1/images", tags=["images"], responses=ERROR_RESPONSES)
@@ -20,8 +22,8 @@ IMAGE_RESPONSE: dict[int | str, dict[str, Any]] = {
 }
 
 
-def _current_file(services: ServicesDep, image_id: str) -> tuple[Path, str]:
-    stored = services.store.get(image_id)
+def _current_file(services: ServicesDep, store: VectorStore, image_id: str) -> tuple[Path, str]:
+    stored = store.get(image_id)
     path = Path(stored.path).resolve()
     if not is_within(path, services.settings.image_roots):
         raise NotFoundError(f"image {image_id} is no longer inside the image roots")
@@ -37,9 +39,9 @@ def _current_file(services: ServicesDep, image_id: str) -> tuple[Path, str]:
 @router.get(
     "/{image_id}", summary="Original image bytes", response_class=Response, responses=IMAGE_RESPONSE
 )
-def get_image(image_id: str, services: ServicesDep) -> FileResponse:
+def get_image(image_id: str, services: ServicesDep, store: CollectionDep) -> FileResponse:
     """The indexed file as it is on disk now, if still inside an image root."""
-    path, mime = _current_file(services, image_id)
+    path, mime = _current_file(services, store, image_id)
     return FileResponse(path, media_type=mime)
 
 
@@ -49,9 +51,9 @@ def get_image(image_id: str, services: ServicesDep) -> FileResponse:
     response_class=Response,
     responses={200: {"content": {"image/jpeg": {}}, "description": "JPEG thumbnail."}},
 )
-def get_thumbnail(image_id: str, services: ServicesDep) -> Response:
+def get_thumbnail(image_id: str, services: ServicesDep, store: CollectionDep) -> Response:
     """A JPEG no larger than `PICSEARCH_THUMBNAIL_SIZE` on its longer side, cached on disk."""
-    path, _ = _current_file(services, image_id)
+    path, _ = _current_file(services, store, image_id)
     settings = services.settings
     st = path.stat()
     cache = (
@@ -74,3 +76,33 @@ def get_thumbnail(image_id: str, services: ServicesDep) -> Response:
         tmp.write_bytes(data)
         tmp.replace(cache)
     return Response(data, media_type="image/jpeg", headers={"Cache-Control": "max-age=3600"})
+
+
+@router.delete("/{image_id}", dependencies=[ApiKeyDep], summary="Remove one image's vector")
+def delete_image(image_id: str, services: ServicesDep, store: CollectionDep) -> DeleteResult:
+    """Remove the vector of `image_id` from the collection (the file is not touched).
+    404 if the id is not indexed."""
+    store.get(image_id)
+    with services.jobs.writer_lock(store.name, services.settings.single_writer):
+        deleted = store.delete([image_id])
+    return DeleteResult(deleted=deleted)
+
+
+@router.delete("", dependencies=[ApiKeyDep], summary="Remove every vector under a folder")
+def delete_folder(
+    services: ServicesDep,
+    store: CollectionDep,
+    folder: Annotated[
+        str,
+        Query(
+            pattern=ABSOLUTE_PATH,
+            max_length=4096,
+            description="Absolute folder: vectors of files below it are removed (files stay).",
+        ),
+    ],
+) -> DeleteResult:
+    """Remove the vectors of every indexed file below `folder`, recursively, whether the
+    files still exist or not. Nothing on disk is touched."""
+    with services.jobs.writer_lock(store.name, services.settings.single_writer):
+        deleted = store.delete(list(store.rows_under(folder)))
+    return DeleteResult(deleted=deleted)

@@ -23,12 +23,15 @@ router = APIRouter(prefix="/api/v1/loads", tags=["loads"], responses=ERROR_RESPO
     summary="Load a folder of images",
 )
 def start_load(body: LoadRequest, services: ServicesDep) -> LoadCreated:
-    """Queue a recursive load of `path`. The folder must resolve (after symlinks and `..`)
-    inside one of the configured image roots. Images become searchable chunk by chunk while
-    the job runs; unchanged files that are already indexed are skipped."""
+    """Queue a recursive load of `path` into `collection` (default collection if omitted).
+    The folder must resolve (after symlinks and `..`) inside one of the configured image
+    roots. Images become searchable chunk by chunk while the job runs; unchanged files that
+    are already indexed are skipped. With `prune`, vectors of files under the folder that no
+    longer exist are deleted (reported as `pruned`)."""
     folder = resolve_in_roots(body.path, services.settings.image_roots, want_dir=True)
-    services.store.ensure_collection()  # refuse early if the collection holds other vectors
-    job_id = services.jobs.create(str(folder), services.store.name)
+    store = services.collections.get(body.collection)
+    store.ensure_collection()  # refuse early if the collection holds other vectors
+    job_id = services.jobs.create(str(folder), store.name, prune=body.prune)
     services.tasks.send_task(TASK_SCAN, args=[job_id], queue=TASK_QUEUE, task_id=f"{job_id}-scan")
     return LoadCreated(job_id=job_id, status_url=f"/api/v1/loads/{job_id}")
 

@@ -3,42 +3,102 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Annotated
 
 import numpy as np
-from fastapi import APIRouter, File, Form, Query, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Query, UploadFile
 from starlette.concurrency import run_in_threadpool
 
-from app.api.deps import Services, ServicesDep
+from app.api.deps import CollectionDep, ServicesDep
 from app.api.errors import ERROR_RESPONSES
-from app.api.schemas import SearchResponse, SearchResult, SearchTimings
+from app.api.schemas import (
+    ABSOLUTE_PATH,
+    COLLECTION_NAME,
+    DuplicateImage,
+    SearchResponse,
+    SearchResult,
+    SearchTimings,
+)
 from app.core.errors import InvalidImageError, PayloadTooLarge, UnsupportedMediaType
-from app.core.vectorstore import SearchHit
+from app.core.vectorstore import SearchHit, VectorStore
+from app.ml.encoder import Encoder
 from app.ml.imageio import ImageDecodeError, decode_image
 
 router = APIRouter(prefix="/api/v1", tags=["search"], responses=ERROR_RESPONSES)
 
-TopK = Annotated[int, Query(ge=1, le=100, description="Number of results, 1-100.")]
 NOT_AN_IMAGE = ("empty file", "not an image", "unsupported image format")
+COLLAPSE_OVERFETCH = 4  # candidates fetched per wanted result when collapsing duplicates
 
 
-def _results(hits: list[SearchHit]) -> list[SearchResult]:
-    return [
-        SearchResult(
-            id=h.id,
-            path=h.path,
-            score=round(h.score, 6),
-            image_url=f"/api/v1/images/{h.id}",
-            thumbnail_url=f"/api/v1/images/{h.id}/thumbnail",
+@dataclass(frozen=True)
+class SearchOptions:
+    top_k: int = 10
+    min_score: float | None = None
+    folder: str | None = None
+    collapse_duplicates: bool = False
+
+
+def query_options(
+    top_k: Annotated[int, Query(ge=1, le=100, description="Number of results, 1-100.")] = 10,
+    min_score: Annotated[
+        float | None, Query(ge=-1, le=1, description="Leave out results below this score.")
+    ] = None,
+    folder: Annotated[
+        str | None,
+        Query(pattern=ABSOLUTE_PATH, max_length=4096, description="Only images under it."),
+    ] = None,
+    collapse_duplicates: Annotated[
+        bool, Query(description="Merge byte-identical files into one result.")
+    ] = False,
+) -> SearchOptions:
+    return SearchOptions(top_k, min_score, folder, collapse_duplicates)
+
+
+def image_urls(image_id: str, store: VectorStore) -> tuple[str, str]:
+    suffix = "" if store.name == store.settings.collection else f"?collection={store.name}"
+    base = f"/api/v1/images/{image_id}"
+    return f"{base}{suffix}", f"{base}/thumbnail{suffix}"
+
+
+def shape_results(
+    hits: list[SearchHit], options: SearchOptions, store: VectorStore
+) -> list[SearchResult]:
+    """Apply the minimum score, collapse identical content, cut to top_k."""
+    results: list[SearchResult] = []
+    by_hash: dict[str, SearchResult] = {}
+    for hit in hits:
+        if options.min_score is not None and hit.score < options.min_score:
+            break  # hits come best first
+        if options.collapse_duplicates and hit.content_hash in by_hash:
+            by_hash[hit.content_hash].duplicates.append(DuplicateImage(id=hit.id, path=hit.path))
+            continue
+        if len(results) == options.top_k:
+            continue  # keep scanning: later hits may still be duplicates of kept ones
+        image_url, thumbnail_url = image_urls(hit.id, store)
+        result = SearchResult(
+            id=hit.id,
+            path=hit.path,
+            score=round(hit.score, 6),
+            image_url=image_url,
+            thumbnail_url=thumbnail_url,
         )
-        for h in hits
-    ]
+        results.append(result)
+        by_hash.setdefault(hit.content_hash, result)
+    return results
 
 
-def _decode_query(services: Services, data: bytes) -> np.ndarray:
-    settings = services.settings
+def run_search(
+    store: VectorStore, vector: np.ndarray, options: SearchOptions, exclude_id: str | None = None
+) -> list[SearchResult]:
+    fetch = options.top_k * (COLLAPSE_OVERFETCH if options.collapse_duplicates else 1)
+    hits = store.search(vector, fetch, exclude_id=exclude_id, folder=options.folder)
+    return shape_results(hits, options, store)
+
+
+def _decode_query(encoder: Encoder, data: bytes, max_pixels: int) -> np.ndarray:
     try:
-        image = decode_image(data, size=settings.image_size, max_pixels=settings.max_image_pixels)
+        image = decode_image(data, size=encoder.image_size, max_pixels=max_pixels)
     except ImageDecodeError as exc:
         if exc.reason.startswith(NOT_AN_IMAGE):
             raise UnsupportedMediaType(f"upload is not a supported image: {exc.reason}") from None
@@ -53,42 +113,65 @@ async def _read_upload(upload: UploadFile, limit: int) -> bytes:
     return data
 
 
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000, 2)
+
+
 @router.post("/search", summary="Search by image upload")
 async def search(
     services: ServicesDep,
     image: Annotated[UploadFile, File(description="JPEG, PNG, WebP, BMP, GIF or TIFF.")],
     top_k: Annotated[int, Form(ge=1, le=100, description="Number of results, 1-100.")] = 10,
+    collection: Annotated[
+        str | None, Form(pattern=COLLECTION_NAME, description="Default collection if omitted.")
+    ] = None,
+    min_score: Annotated[
+        float | None, Form(ge=-1, le=1, description="Leave out results below this score.")
+    ] = None,
+    folder: Annotated[
+        str | None, Form(pattern=ABSOLUTE_PATH, max_length=4096, description="Only under it.")
+    ] = None,
+    collapse_duplicates: Annotated[
+        bool, Form(description="Merge byte-identical files into one result.")
+    ] = False,
 ) -> SearchResponse:
     """Embed the uploaded image with the collection's model and return the most similar
     indexed images, best first, with cosine similarity as `score`."""
+    options = SearchOptions(top_k, min_score, folder, collapse_duplicates)
     data = await _read_upload(image, services.settings.max_upload_bytes)
+    store = await run_in_threadpool(services.collections.get, collection)
+    encoder = await run_in_threadpool(services.encoders.for_collection, store.meta)
     t0 = time.perf_counter()
-    pixels = await run_in_threadpool(_decode_query, services, data)
+    pixels = await run_in_threadpool(
+        _decode_query, encoder, data, services.settings.max_image_pixels
+    )
     t1 = time.perf_counter()
-    vector = await services.batcher.embed_one(pixels)
+    vector = await services.batcher(encoder).embed_one(pixels)
     t2 = time.perf_counter()
-    hits = await run_in_threadpool(services.store.search, vector, top_k)
+    results = await run_in_threadpool(run_search, store, vector, options)
     t3 = time.perf_counter()
     return SearchResponse(
-        results=_results(hits),
-        took_ms=round((t3 - t0) * 1000, 2),
+        results=results,
+        took_ms=_ms(t3 - t0),
         timings=SearchTimings(
-            decode_ms=round((t1 - t0) * 1000, 2),
-            embed_ms=round((t2 - t1) * 1000, 2),
-            search_ms=round((t3 - t2) * 1000, 2),
+            decode_ms=_ms(t1 - t0), embed_ms=_ms(t2 - t1), search_ms=_ms(t3 - t2)
         ),
     )
 
 
 @router.get("/images/{image_id}/similar", summary="More like an indexed image")
-def similar(image_id: str, services: ServicesDep, top_k: TopK = 10) -> SearchResponse:
+def similar(
+    image_id: str,
+    store: CollectionDep,
+    options: Annotated[SearchOptions, Depends(query_options)],
+) -> SearchResponse:
     """Search with the stored vector of `image_id`; the image itself is left out."""
     t0 = time.perf_counter()
-    vector = services.store.vector(image_id)
-    hits = services.store.search(vector, top_k, exclude_id=image_id)
-    took = round((time.perf_counter() - t0) * 1000, 2)
+    vector = store.vector(image_id)
+    results = run_search(store, vector, options, exclude_id=image_id)
+    took = _ms(time.perf_counter() - t0)
     return SearchResponse(
-        results=_results(hits),
+        results=results,
         took_ms=took,
         timings=SearchTimings(decode_ms=0.0, embed_ms=0.0, search_ms=took),
     )
