@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -24,6 +25,7 @@ from app.core.config import PROJECT_ROOT, Settings, get_settings
 from app.core.errors import PayloadTooLarge, PicsearchError
 from app.core.jobs import JobStore, redis_client
 from app.core.logging import configure_logging
+from app.core.metrics import ApiMetrics, RedisCollector
 from app.ml.encoder import Encoder
 from app.ml.registry import CollectionRegistry, EncoderRegistry, meta_for
 
@@ -38,7 +40,7 @@ def _unique_id(route: APIRoute) -> str:
     return f"{route.tags[0]}-{route.name}" if route.tags else route.name
 
 
-def build_services(settings: Settings) -> Services:
+def build_services(settings: Settings, metrics: ApiMetrics) -> Services:
     encoder = Encoder(settings)
     jobs = JobStore(
         redis_client(settings.redis_dsn),
@@ -56,6 +58,7 @@ def build_services(settings: Settings) -> Services:
         encoders=EncoderRegistry(settings, encoder),
         tasks=producer,
         model_pool=ThreadPoolExecutor(1, "embed"),
+        metrics=metrics,
     )
 
 
@@ -65,16 +68,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         configure_logging(settings)
-        services = await run_in_threadpool(build_services, settings)
+        services = await run_in_threadpool(build_services, settings, metrics)
         app.state.services = services
+        collector = RedisCollector(services.jobs.r, services.vector_counts)
+        metrics.registry.register(collector)
         try:
             await run_in_threadpool(services.store.ensure_collection)
         except PicsearchError as exc:  # dependencies may come up later; /readyz tells
             log.warning("collection not ready at start-up: %s", exc.message)
         log.info("Picsearch API ready on http://%s:%d", settings.host, settings.port)
         yield
+        metrics.registry.unregister(collector)
         await services.close()
 
+    metrics = ApiMetrics()
     app = FastAPI(
         title="Picsearch",
         version=__version__,
@@ -101,6 +108,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             exc = PayloadTooLarge(f"request body exceeds {settings.max_upload_bytes:,} bytes")
             return JSONResponse(exc.to_response().model_dump(), status_code=exc.status_code)
         return await call_next(request)
+
+    @app.middleware("http")
+    async def count_requests(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        started = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        template = getattr(route, "path", None) or "unmatched"
+        metrics.observe_request(
+            template, request.method, response.status_code, time.perf_counter() - started
+        )
+        return response
 
     for module in (health, loads, search, images, collection, folders):
         app.include_router(module.router)

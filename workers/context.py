@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import socket
 from dataclasses import dataclass
 
 from celery.signals import worker_process_init
@@ -10,6 +11,7 @@ from celery.signals import worker_process_init
 from app.core.config import Settings, get_settings
 from app.core.jobs import JobStore, redis_client
 from app.core.logging import configure_logging
+from app.core.metrics import WorkerMetrics
 from app.core.vectorstore import VectorStore
 from app.ml.encoder import Encoder
 from app.ml.registry import CollectionRegistry, EncoderRegistry, meta_for
@@ -23,6 +25,7 @@ class WorkerContext:
     encoders: EncoderRegistry
     collections: CollectionRegistry
     jobs: JobStore
+    metrics: WorkerMetrics
 
     def for_job(self, collection: str) -> JobTools:
         """The store, encoder and settings (image size etc.) for a job's collection."""
@@ -58,6 +61,7 @@ def build_context(settings: Settings) -> WorkerContext:
         EncoderRegistry(settings, encoder),
         CollectionRegistry(settings, meta_for(encoder, settings)),
         jobs,
+        WorkerMetrics(jobs.r, socket.gethostname()),
     )
 
 

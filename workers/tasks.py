@@ -85,7 +85,18 @@ def finalize(ctx: WorkerContext, job_id: str, tools: JobTools) -> None:
     with ctx.jobs.writer_lock(tools.store.name, ctx.settings.single_writer):
         tools.store.flush()
     if ctx.jobs.transition(job_id, JobState.succeeded):
-        log.info("job succeeded", extra={"job_id": job_id})
+        progress = ctx.jobs.progress(job_id)
+        if progress is not None and progress.finished_at is not None:
+            seconds = (progress.finished_at - progress.created_at).total_seconds()
+            ctx.metrics.observe_job(seconds)
+            log.info(
+                "job succeeded in %.1fs: %d indexed, %d unchanged, %d failed",
+                seconds,
+                progress.indexed,
+                progress.unchanged,
+                progress.failed,
+                extra={"job_id": job_id},
+            )
 
 
 def prune_vanished(ctx: WorkerContext, tools: JobTools, folder: Path, present: list[str]) -> int:
@@ -163,6 +174,16 @@ def embed_chunk_task(job_id: str, index: int, files: list[str]) -> None:
         except CollectionMismatch as exc:
             fail_job(ctx.jobs, job_id, exc.message)
             return
+        embedded = sum(runner.batch_sizes)
+        ctx.metrics.add(
+            images_embedded=embedded,
+            images_failed=counts.failed,
+            batches=len(runner.batch_sizes),
+            batch_images=embedded,
+            decode_wait_seconds=runner.timings["decode_wait"],
+            embed_seconds=runner.timings["embed"],
+            write_seconds=runner.timings["write"],
+        )
         log.info("chunk %d: %s", index, counts.model_dump(), extra={"job_id": job_id})
     done, total = ctx.jobs.mark_chunk_done(job_id, index)
     if done >= total:

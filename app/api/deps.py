@@ -14,6 +14,7 @@ from app.api.schemas import COLLECTION_NAME
 from app.core.config import Settings
 from app.core.errors import AuthError
 from app.core.jobs import JobStore
+from app.core.metrics import ApiMetrics
 from app.core.vectorstore import VectorStore
 from app.ml.batcher import MicroBatcher
 from app.ml.encoder import Encoder
@@ -28,6 +29,7 @@ class Services:
     encoders: EncoderRegistry
     tasks: Celery  # a producer only: sends tasks by name, imports no worker code
     model_pool: ThreadPoolExecutor  # one model thread: forward passes never contend
+    metrics: ApiMetrics
     batchers: dict[int, MicroBatcher] = field(default_factory=dict)
 
     @property
@@ -44,10 +46,18 @@ class Services:
         """The micro-batcher of `encoder` (concurrent queries share forward passes)."""
         key = id(encoder)
         if key not in self.batchers:
-            batcher = MicroBatcher(encoder.embed, self.model_pool, self.settings.batch_size)
+            batcher = MicroBatcher(
+                encoder.embed,
+                self.model_pool,
+                self.settings.batch_size,
+                on_batch=self.metrics.query_batch.observe,
+            )
             batcher.start()
             self.batchers[key] = batcher
         return self.batchers[key]
+
+    def vector_counts(self) -> dict[str, int]:
+        return {name: self.collections.get(name).count() for name in self.collections.names()}
 
     async def close(self) -> None:
         for batcher in self.batchers.values():

@@ -109,6 +109,9 @@ class CollectionCreate(BaseModel):
         description="'imagenet', 'random' or a .pth path; the service's PICSEARCH_WEIGHTS "
         "when omitted.",
     )
+    pooling: Literal["mac", "spoc", "gem"] | None = Field(
+        default=None, description="Global pooling; the service's PICSEARCH_POOLING when omitted."
+    )
 
 
 class DeleteResult(BaseModel):

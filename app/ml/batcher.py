@@ -20,8 +20,15 @@ EmbedFn = Callable[[np.ndarray], np.ndarray]
 
 
 class MicroBatcher:
-    def __init__(self, embed: EmbedFn, executor: Executor, max_batch: int = 16) -> None:
+    def __init__(
+        self,
+        embed: EmbedFn,
+        executor: Executor,
+        max_batch: int = 16,
+        on_batch: Callable[[int], None] | None = None,
+    ) -> None:
         self._embed = embed
+        self._on_batch = on_batch
         self._executor = executor
         self._max_batch = max_batch
         self._queue: asyncio.Queue[tuple[np.ndarray, asyncio.Future[np.ndarray]]] = asyncio.Queue()
@@ -65,6 +72,8 @@ class MicroBatcher:
                 continue
             self.batches += 1
             self.items += len(live)
+            if self._on_batch:
+                self._on_batch(len(live))
             for (_, future), vector in zip(live, vectors, strict=True):
                 if not future.done():
                     future.set_result(vector)

@@ -110,8 +110,13 @@ def list_collections(services: ServicesDep) -> CollectionList:
 def create_collection(body: CollectionCreate, services: ServicesDep) -> CollectionInfo:
     """A new, empty collection for `model`. Its vectors never mix with other collections';
     searches in it embed the query with its own model. 409 if the name is taken."""
-    settings = services.settings.model_copy(
-        update={"model": body.model, "weights": body.weights or services.settings.weights}
+    base = services.settings
+    settings = base.model_copy(
+        update={
+            "model": body.model,
+            "weights": body.weights or base.weights,
+            "pooling": body.pooling or base.pooling,
+        }
     )
     encoder = services.encoders.get(settings)  # refuses here if the weights are missing
     store = services.collections.create(body.name, meta_for(encoder, settings))

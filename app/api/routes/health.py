@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from fastapi import APIRouter
+from fastapi.responses import PlainTextResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from app.api.deps import ServicesDep
 from app.api.errors import ERROR_RESPONSES
@@ -35,3 +37,17 @@ def readyz(services: ServicesDep) -> Readiness:
     if any(v != "ok" for v in checks.values()):
         raise ServiceUnavailable("not ready", details=checks)
     return Readiness(ready=True, **checks)
+
+
+@router.get(
+    "/metrics",
+    summary="Prometheus metrics",
+    response_class=PlainTextResponse,
+    responses={200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "Text format."}},
+)
+def metrics(services: ServicesDep) -> PlainTextResponse:
+    """API request counts and latencies, search stage latencies and query batch sizes, plus
+    what the workers pushed through Redis (images embedded/failed, batches, stage seconds per
+    worker; job durations), the task queue depth and vectors per collection."""
+    body = generate_latest(services.metrics.registry)
+    return PlainTextResponse(body, media_type=CONTENT_TYPE_LATEST)

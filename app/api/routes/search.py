@@ -150,6 +150,10 @@ async def search(
     t2 = time.perf_counter()
     results = await run_in_threadpool(run_search, store, vector, options)
     t3 = time.perf_counter()
+    stage = services.metrics.search_stage
+    stage.labels("decode").observe(t1 - t0)
+    stage.labels("embed").observe(t2 - t1)
+    stage.labels("search").observe(t3 - t2)
     return SearchResponse(
         results=results,
         took_ms=_ms(t3 - t0),
