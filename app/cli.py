@@ -35,6 +35,10 @@ ApiOption = Annotated[
     ),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+CollectionOption = Annotated[
+    str | None,
+    typer.Option("--collection", "-c", help="Collection name (default: the service's default)."),
+]
 TERMINAL = {"succeeded", "failed", "cancelled"}
 
 
@@ -102,11 +106,16 @@ def worker(ctx: typer.Context) -> None:
 def load(
     folder: Annotated[Path, typer.Argument(help="Folder to index, recursively.")],
     wait: Annotated[bool, typer.Option("--wait", help="Show a progress bar until done.")] = False,
+    prune: Annotated[
+        bool, typer.Option("--prune", help="Also remove vectors of files gone from FOLDER.")
+    ] = False,
+    collection: CollectionOption = None,
     api: ApiOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Queue a load of FOLDER (which must lie inside the service's image roots)."""
-    created = _call(api, "POST", "/api/v1/loads", json={"path": str(folder.resolve())})
+    body = {"path": str(folder.resolve()), "prune": prune, "collection": collection}
+    created = _call(api, "POST", "/api/v1/loads", json=body)
     job_id = created["job_id"]
     if not wait:
         console.print_json(data=created) if as_json else console.print(f"job {job_id} queued")
@@ -161,14 +170,25 @@ def _print_job_summary(job: dict[str, Any]) -> None:
 def search(
     image: Annotated[Path, typer.Argument(help="Query image file.", exists=True, dir_okay=False)],
     k: Annotated[int, typer.Option("-k", "--top-k", min=1, max=100, help="Results.")] = 10,
+    min_score: Annotated[
+        float | None, typer.Option("--min-score", help="Leave out results below this score.")
+    ] = None,
+    folder: Annotated[
+        str | None, typer.Option("--folder", help="Only images under this absolute folder.")
+    ] = None,
+    collapse: Annotated[
+        bool, typer.Option("--collapse", help="Merge byte-identical files into one result.")
+    ] = False,
+    collection: CollectionOption = None,
     api: ApiOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Find the images most similar to IMAGE."""
+    form: dict[str, Any] = {"top_k": k, "collapse_duplicates": collapse}
+    optional = {"min_score": min_score, "folder": folder, "collection": collection}
+    form.update({key: value for key, value in optional.items() if value is not None})
     with image.open("rb") as fh:
-        result = _call(
-            api, "POST", "/api/v1/search", files={"image": (image.name, fh)}, data={"top_k": k}
-        )
+        result = _call(api, "POST", "/api/v1/search", files={"image": (image.name, fh)}, data=form)
     if as_json:
         console.print_json(data=result)
         return
@@ -183,9 +203,12 @@ def search(
 
 
 @cli.command()
-def stats(api: ApiOption = None, as_json: JsonOption = False) -> None:
+def stats(
+    collection: CollectionOption = None, api: ApiOption = None, as_json: JsonOption = False
+) -> None:
     """Vector count, model, weights and index of the collection."""
-    data = _call(api, "GET", "/api/v1/stats")
+    params = {"collection": collection} if collection else {}
+    data = _call(api, "GET", "/api/v1/stats", params=params)
     if as_json:
         console.print_json(data=data)
         return
@@ -216,6 +239,56 @@ def jobs(api: ApiOption = None, as_json: JsonOption = False) -> None:
             job["path"],
         )
     console.print(table)
+
+
+@cli.command()
+def collections(api: ApiOption = None, as_json: JsonOption = False) -> None:
+    """List collections with their model and size."""
+    data = _call(api, "GET", "/api/v1/collections")
+    if as_json:
+        console.print_json(data=data)
+        return
+    table = Table()
+    for col in ("name", "count", "model", "dim", "weights", "recipe"):
+        table.add_column(col)
+    for c in data["collections"]:
+        name = c["name"] + (" (default)" if c["default"] else "")
+        table.add_row(
+            name, str(c["count"]), c["model"], str(c["dimension"]), c["weights_id"], c["recipe"]
+        )
+    console.print(table)
+
+
+@cli.command("create-collection")
+def create_collection(
+    name: str,
+    model: Annotated[str, typer.Option("--model", help="vgg16 or mobilenet_v2.")] = "vgg16",
+    weights: Annotated[
+        str | None, typer.Option("--weights", help="imagenet, random or a .pth path.")
+    ] = None,
+    api: ApiOption = None,
+) -> None:
+    """Create an empty named collection for MODEL."""
+    body = {"name": name, "model": model, "weights": weights}
+    data = _call(api, "POST", "/api/v1/collections", json=body)
+    console.print(f"created {data['name']}: {data['model']} ({data['dimension']}-d)")
+
+
+@cli.command()
+def drop(
+    collection: CollectionOption = None,
+    yes: Annotated[bool, typer.Option("--yes", help="Confirm: delete every vector.")] = False,
+    api: ApiOption = None,
+) -> None:
+    """Drop every vector of a collection (files on disk are not touched)."""
+    if not yes:
+        err.print("refusing without --yes: this deletes every vector of the collection")
+        raise typer.Exit(1)
+    params: dict[str, Any] = {"confirm": "true"}
+    if collection:
+        params["collection"] = collection
+    data = _call(api, "DELETE", "/api/v1/collection", params=params)
+    console.print(f"dropped {data['dropped']} vectors")
 
 
 @cli.command()
