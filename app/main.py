@@ -18,7 +18,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
 from app import __version__
-from app.api.deps import Services
+from app.api.deps import ReadKeyDep, Services
 from app.api.errors import install_error_handlers
 from app.api.routes import collection, folders, health, images, loads, search
 from app.core.config import PROJECT_ROOT, Settings, get_settings
@@ -122,8 +122,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         return response
 
-    for module in (health, loads, search, images, collection, folders):
-        app.include_router(module.router)
+    app.include_router(health.router)
+    for module in (loads, search, images, collection, folders):
+        app.include_router(module.router, dependencies=[ReadKeyDep])
     if (FRONTEND_DIR / "index.html").is_file():
         app.mount("/", StaticFiles(directory=Path(FRONTEND_DIR), html=True), name="frontend")
     return app

@@ -91,6 +91,18 @@ def require_api_key(
 ApiKeyDep = Depends(require_api_key)
 
 
+def require_read_key(
+    services: ServicesDep,
+    x_api_key: Annotated[str | None, Header(description="Required when an API key is set.")] = None,
+) -> None:
+    """Reads and searches need the key too when PICSEARCH_API_KEY_FOR_READS is on."""
+    if services.settings.api_key_for_reads:
+        require_api_key(services, x_api_key)
+
+
+ReadKeyDep = Depends(require_read_key)
+
+
 def get_collection(
     services: ServicesDep,
     collection: Annotated[

@@ -57,6 +57,10 @@ class Settings(BaseSettings):
     api_key: SecretStr | None = Field(
         default=None, description="When set, mutating routes require header X-API-Key."
     )
+    api_key_for_reads: bool = Field(
+        default=False,
+        description="With an API key set, also require it for reads and searches.",
+    )
     cors_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="Comma-separated CORS origins; none by default."
     )

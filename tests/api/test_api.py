@@ -47,6 +47,17 @@ def test_mutating_routes_need_the_api_key(secured: TestClient, stack: RunningSta
     assert secured.get("/api/v1/stats").status_code == 200  # reads stay open
 
 
+def test_reads_can_require_the_key_too(stack: RunningStack) -> None:
+    from pydantic import SecretStr
+
+    settings = _settings(stack, api_key=SecretStr(KEY), api_key_for_reads=True)
+    with TestClient(create_app(settings)) as client:
+        assert client.get("/api/v1/stats").status_code == 401
+        assert client.get("/api/v1/stats", headers={"X-API-Key": KEY}).status_code == 200
+        assert client.get("/healthz").status_code == 200  # probes stay open
+        assert client.get("/readyz").status_code == 200
+
+
 def test_cors_is_closed_except_for_configured_origins(secured: TestClient) -> None:
     def preflight(origin: str) -> dict[str, str]:
         resp = secured.options(

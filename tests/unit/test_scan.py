@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
+from app.core.config import Settings
 from app.core.errors import BadRequestError, ForbiddenPathError, NotFoundError
 from app.core.paths import is_within, resolve_in_roots
-from workers.pipeline import chunked, scan_folder
+from app.ml.imageio import ImageDecodeError
+from tests.imagegen import distinct_image, jpeg_bytes
+from workers.pipeline import chunked, read_and_decode, scan_folder, stat_file
 
 
 @pytest.fixture
@@ -44,17 +49,6 @@ def test_scan_reports_escapes_and_dangling_links(tree: Path) -> None:
     assert len(result.errors) == 3
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads unreadable directories anyway")
-def test_unreadable_directory_is_reported(tree: Path) -> None:
-    locked = tree / "a" / "b"
-    locked.chmod(0)
-    try:
-        result = scan_folder(tree, [tree])
-    finally:
-        locked.chmod(0o755)
-    assert any(e.reason == "permission denied" for e in result.errors)
-
-
 def test_resolve_in_roots_refuses_escapes(tree: Path, tmp_path: Path) -> None:
     roots = [tree]
     assert resolve_in_roots(str(tree / "a"), roots, want_dir=True) == tree / "a"
@@ -74,3 +68,49 @@ def test_resolve_in_roots_refuses_escapes(tree: Path, tmp_path: Path) -> None:
 def test_chunked_splits_evenly() -> None:
     assert chunked(["a", "b", "c", "d", "e"], 2) == [["a", "b"], ["c", "d"], ["e"]]
     assert chunked([], 3) == []
+
+
+@contextmanager
+def unprivileged() -> Iterator[None]:
+    """Root reads anything; drop the effective uid so permission bits apply, then restore."""
+    if os.geteuid() != 0:
+        yield
+        return
+    os.setegid(65534)
+    os.seteuid(65534)
+    try:
+        yield
+    finally:
+        os.seteuid(0)
+        os.setegid(0)
+
+
+def test_unreadable_files_and_folders_are_reported_per_file(tmp_path: Path) -> None:
+    tmp_path.chmod(0o755)
+    for parent in tmp_path.parents:  # let the unprivileged user traverse to the tree
+        if parent.stat().st_uid == os.geteuid() and str(parent).startswith("/tmp/"):
+            parent.chmod(parent.stat().st_mode | 0o005)
+    (tmp_path / "ok.jpg").write_bytes(jpeg_bytes(distinct_image(1)))
+    (tmp_path / "secret.jpg").write_bytes(jpeg_bytes(distinct_image(2)))
+    (tmp_path / "secret.jpg").chmod(0)
+    (tmp_path / "locked").mkdir()
+    (tmp_path / "locked" / "inside.jpg").write_bytes(b"x")
+    (tmp_path / "locked").chmod(0)
+    reasons: dict[str, str] = {}
+    try:
+        with unprivileged():
+            scan = scan_folder(tmp_path, [tmp_path])
+            reasons.update({Path(e.path).name: e.reason for e in scan.errors})
+            for path in scan.files:
+                try:
+                    read_and_decode(stat_file(path), Settings())
+                    reasons[Path(path).name] = "ok"
+                except ImageDecodeError as exc:
+                    reasons[Path(path).name] = exc.reason
+    finally:
+        (tmp_path / "locked").chmod(0o755)
+    assert reasons == {
+        "ok.jpg": "ok",
+        "secret.jpg": "permission denied",
+        "locked": "permission denied",
+    }
