@@ -32,7 +32,14 @@ def start_load(body: LoadRequest, services: ServicesDep) -> LoadCreated:
     store = services.collections.get(body.collection)
     store.ensure_collection()  # refuse early if the collection holds other vectors
     job_id = services.jobs.create(str(folder), store.name, prune=body.prune)
-    services.tasks.send_task(TASK_SCAN, args=[job_id], queue=TASK_QUEUE, task_id=f"{job_id}-scan")
+    try:
+        services.tasks.send_task(
+            TASK_SCAN, args=[job_id], queue=TASK_QUEUE, task_id=f"{job_id}-scan"
+        )
+    except Exception:  # broker unreachable: no job may wait forever in `queued`
+        services.jobs.set_fields(job_id, message="could not queue the job: broker unavailable")
+        services.jobs.transition(job_id, JobState.failed)
+        raise
     return LoadCreated(job_id=job_id, status_url=f"/api/v1/loads/{job_id}")
 
 
