@@ -49,6 +49,9 @@ def stack_env(base: Path, **overrides: str) -> dict[str, str]:
             "PICSEARCH_LOG_LEVEL": "INFO",
         }
     )
+    if external := os.environ.get("PICSEARCH_TEST_MILVUS_URI"):
+        # Run the same suite against a Milvus standalone/cluster instead of Milvus Lite.
+        env["PICSEARCH_MILVUS_URI"] = external
     env.update(overrides)
     return env
 

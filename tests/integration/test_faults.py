@@ -6,6 +6,7 @@ progress record that tells the truth.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -99,6 +100,13 @@ def test_redis_restart_mid_load_is_ridden_out(fault_stack: RunningStack) -> None
         assert _count(client) == before + 32
 
 
+needs_embedded_milvus = pytest.mark.skipif(
+    bool(os.environ.get("PICSEARCH_TEST_MILVUS_URI")),
+    reason="restarts the embedded Milvus Lite; an external Milvus is not ours to restart",
+)
+
+
+@needs_embedded_milvus
 def test_milvus_restart_between_load_and_search_keeps_every_vector(
     fault_stack: RunningStack,
 ) -> None:
@@ -117,6 +125,7 @@ def test_milvus_restart_between_load_and_search_keeps_every_vector(
         assert _count(client) == before + 16
 
 
+@needs_embedded_milvus
 def test_milvus_restart_mid_load_retries_the_chunk(fault_stack: RunningStack) -> None:
     folder = fault_stack.images_root / "milvus_mid"
     write_distinct_set(folder, 32, start=1300)
