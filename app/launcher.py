@@ -225,27 +225,26 @@ class Stack:
     def api_url(self) -> str:
         return f"http://{self.settings.host}:{self.settings.port}"
 
-    def start_redis(self) -> None:
-        port = self.settings.embedded_redis_port
+    def _start_embedded(
+        self, name: str, argv: list[str], port: int, settings_hint: str, timeout: float
+    ) -> None:
         if not port_free(port):
             raise ConfigurationError(
-                f"port {port} for the embedded Redis is in use; set "
-                "PICSEARCH_EMBEDDED_REDIS_PORT or PICSEARCH_REDIS_URL"
+                f"port {port} for the embedded {name} is in use; set {settings_hint}"
             )
-        proc = spawn("redis", redis_argv(self.settings), self.env, self.log_dir)
-        self.procs["redis"] = proc
-        wait_for_port(proc, port, 30, self.log_dir)
+        proc = spawn(name, argv, self.env, self.log_dir, stop_timeout=30)
+        self.procs[name] = proc
+        wait_for_port(proc, port, timeout, self.log_dir)
+
+    def start_redis(self) -> None:
+        port = self.settings.embedded_redis_port
+        hint = "PICSEARCH_EMBEDDED_REDIS_PORT or PICSEARCH_REDIS_URL"
+        self._start_embedded("redis", redis_argv(self.settings), port, hint, 30)
 
     def start_milvus(self) -> None:
         port = self.settings.embedded_milvus_port
-        if not port_free(port):
-            raise ConfigurationError(
-                f"port {port} for the embedded Milvus Lite is in use; set "
-                "PICSEARCH_EMBEDDED_MILVUS_PORT or PICSEARCH_MILVUS_URI"
-            )
-        proc = spawn("milvus", milvus_argv(self.settings), self.env, self.log_dir, 30)
-        self.procs["milvus"] = proc
-        wait_for_port(proc, port, 60, self.log_dir)
+        hint = "PICSEARCH_EMBEDDED_MILVUS_PORT or PICSEARCH_MILVUS_URI"
+        self._start_embedded("milvus", milvus_argv(self.settings), port, hint, 60)
 
     def start_worker(self, name: str = "worker") -> ManagedProcess:
         proc = spawn(name, worker_argv(self.settings, name), self.env, self.log_dir, 60)
