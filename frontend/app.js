@@ -3,6 +3,8 @@
 const API = "/api/v1";
 const KEY_STORAGE = "picsearch.apiKey";
 const TOPK_STORAGE = "picsearch.topK";
+const COLLECTION_STORAGE = "picsearch.collection";
+const COLLECTION_NAME = /^[A-Za-z_][A-Za-z0-9_]{0,254}$/;
 const JOB_LIMIT = 20;
 const FAST_POLL_MS = 1000;
 const IDLE_POLL_MS = 5000;
@@ -21,6 +23,8 @@ const $ = (selector, root = document) => root.querySelector(selector);
 const SUMMARY_HINT = "Similar images appear here, most similar first.";
 
 const els = {
+  collectionSelect: $("#collection-select"),
+  newCollectionButton: $("#new-collection-button"),
   statCount: $("#stat-count"),
   statModel: $("#stat-model"),
   statWeights: $("#stat-weights"),
@@ -29,6 +33,8 @@ const els = {
   settingsButton: $("#settings-button"),
   randomWarning: $("#random-warning"),
   randomWarningText: $("#random-warning-text"),
+  keyBanner: $("#key-banner"),
+  keyBannerButton: $("#key-banner-button"),
   offlineBanner: $("#offline-banner"),
   offlineText: $("#offline-text"),
   loadForm: $("#load-form"),
@@ -36,12 +42,19 @@ const els = {
   browseButton: $("#browse-button"),
   rootsList: $("#roots-list"),
   loadButton: $("#load-button"),
+  pruneInput: $("#prune-input"),
+  loadTarget: $("#load-target"),
   jobs: $("#jobs"),
   jobsEmpty: $("#jobs-empty"),
   jobTemplate: $("#job-template"),
   dropZone: $("#drop-zone"),
   fileInput: $("#search-file"),
   topK: $("#top-k"),
+  searchOptions: $("#search-options"),
+  optionsState: $("#options-state"),
+  minScore: $("#min-score"),
+  folderFilter: $("#folder-filter"),
+  collapseInput: $("#collapse-input"),
   query: $("#query"),
   queryImage: $("#query-image"),
   queryCaption: $("#query-caption"),
@@ -53,12 +66,32 @@ const els = {
   viewerRank: $("#viewer-rank"),
   viewerScore: $("#viewer-score"),
   viewerPath: $("#viewer-path"),
+  viewerDups: $("#viewer-duplicates"),
+  viewerDupsTitle: $("#viewer-duplicates-title"),
+  viewerDupsList: $("#viewer-duplicates-list"),
+  viewerRemove: $("#viewer-remove"),
   viewerOpen: $("#viewer-open"),
   viewerPrev: $("#viewer-prev"),
   viewerNext: $("#viewer-next"),
   moreLikeThis: $("#more-like-this"),
   confirmDialog: $("#confirm-clear"),
+  confirmTitle: $("#confirm-title"),
   confirmCount: $("#confirm-count"),
+  confirmName: $("#confirm-name"),
+  confirmExtra: $("#confirm-extra"),
+  confirmButton: $("#confirm-clear-button"),
+  removeDialog: $("#confirm-remove"),
+  removePath: $("#remove-path"),
+  removeCollection: $("#remove-collection"),
+  removeDups: $("#remove-dups"),
+  newDialog: $("#new-collection-dialog"),
+  newForm: $("#new-collection-form"),
+  newName: $("#new-collection-name"),
+  newModel: $("#new-collection-model"),
+  newPooling: $("#new-collection-pooling"),
+  newError: $("#new-collection-error"),
+  newCancel: $("#new-collection-cancel"),
+  newCreate: $("#new-collection-create"),
   picker: $("#folder-dialog"),
   pickerPath: $("#picker-path"),
   pickerInfo: $("#picker-info"),
@@ -79,6 +112,10 @@ const messageAreas = {
 const state = {
   roots: [],
   stats: null,
+  collection: null, // selected collection name; null = the server's default collection
+  defaultCollection: null, // its name, once the server told us
+  collections: [], // CollectionInfo list from the last GET /collections
+  collectionsKey: "",
   jobCards: new Map(), // job_id -> card
   activeJobs: new Set(),
   pollTimer: null,
@@ -90,6 +127,9 @@ const state = {
   searchAbort: null,
   lastQuery: null, // {kind: "file", file} | {kind: "similar", id, path, thumb}
   results: [],
+  lastData: null, // {took_ms, options} of the shown results, for the summary line
+  resultsCollection: null, // collection param the shown results came from
+  removeTarget: null,
   viewerIndex: -1,
   queryUrl: null,
   picker: null, // current FolderListing or null (= list of roots)
@@ -168,6 +208,9 @@ function describeError(err, context = "") {
         "Choose a folder inside one of them.";
     }
     case "not_found":
+      if (context === "load" && /^no collection /.test(err.message)) {
+        return `The collection ${currentName()} no longer exists; pick another one.`;
+      }
       return context === "load" ? `Folder not found: ${stripPrefix(err.message)}` : `Not found: ${err.message}`;
     case "bad_request":
       return context === "load" ? `That is not a folder Picsearch can load: ${err.message}.` : err.message;
@@ -183,6 +226,7 @@ function describeError(err, context = "") {
     case "collection_mismatch":
       return `The collection was built with another model or weights: ${err.message}`;
     case "conflict":
+      if (context === "create") return `That name is taken (${err.message}). Choose another, or pick it in the list.`;
       return context === "cancel" ? `This load has already finished (${err.message}).` : err.message;
     case "validation_error": {
       if (context === "load" && Array.isArray(err.details) && err.details.some((d) => d.loc?.includes("path"))) {
@@ -200,6 +244,16 @@ function describeError(err, context = "") {
 
 function stripPrefix(message) {
   return message.replace(/^no such (folder|file): /, "");
+}
+
+/** "?a=1&b=2" from the entries that are set (null, undefined, "" and false are left out). */
+function queryString(params) {
+  const search = new URLSearchParams();
+  for (const [name, value] of Object.entries(params)) {
+    if (value !== null && value !== undefined && value !== "" && value !== false) search.set(name, String(value));
+  }
+  const text = search.toString();
+  return text ? `?${text}` : "";
 }
 
 // ---------------------------------------------------------------- messages
@@ -265,12 +319,187 @@ function formatBytes(n) {
   return `${(n / 1024 / 1024).toFixed(1)} MB`;
 }
 
+// ---------------------------------------------------------------- collections
+
+/** The selected collection's name (the default one's when known). */
+function currentName() {
+  return state.collection ?? state.defaultCollection ?? "default";
+}
+
+/** The `collection` parameter to send: null for the default collection (the server's choice). */
+function collectionParam() {
+  return state.collection;
+}
+
+function isDefaultCollection(name) {
+  return !name || name === state.defaultCollection;
+}
+
+function initialCollection() {
+  const fromUrl = new URLSearchParams(location.search).get("collection");
+  if (fromUrl && COLLECTION_NAME.test(fromUrl)) return fromUrl;
+  try {
+    const stored = localStorage.getItem(COLLECTION_STORAGE);
+    if (stored && COLLECTION_NAME.test(stored)) return stored;
+  } catch {
+    /* private mode */
+  }
+  return null;
+}
+
+function collectionOptionText(info) {
+  const images = `${formatNumber(info.count)} image${info.count === 1 ? "" : "s"}`;
+  return `${info.name}${info.default ? " (default)" : ""} · ${images} · ${info.model}`;
+}
+
+function renderCollectionSelect() {
+  const list = [...state.collections];
+  const name = currentName();
+  if (state.collection && !list.some((c) => c.name === state.collection)) {
+    list.push({ name: state.collection, default: false, count: null, model: "…" });
+  }
+  if (!list.length) list.push({ name, default: true, count: null, model: "…" });
+  // Rebuild only on change: replacing the options of an open drop-down would close it.
+  const key = JSON.stringify(list.map((c) => [c.name, c.default, c.count, c.model]));
+  if (key !== state.collectionsKey) {
+    state.collectionsKey = key;
+    els.collectionSelect.replaceChildren(
+      ...list.map((info) => {
+        const option = document.createElement("option");
+        option.value = info.name;
+        option.textContent = info.count == null ? info.name : collectionOptionText(info);
+        return option;
+      }),
+    );
+  }
+  if (els.collectionSelect.value !== name) els.collectionSelect.value = name;
+}
+
+/** Reflect the selection everywhere it shows: select, load target, clear button, URL, title. */
+function updateCollectionUi() {
+  const name = currentName();
+  const isDefault = !state.collection;
+  els.loadTarget.textContent = isDefault ? `${name} (default)` : name;
+  els.clearButton.textContent = isDefault ? "Clear collection…" : "Delete collection…";
+  els.clearButton.setAttribute("aria-label",
+    isDefault ? `Clear the collection ${name}` : `Delete the collection ${name}`);
+  document.title = isDefault ? "Picsearch" : `${name} · Picsearch`;
+  renderCollectionSelect();
+}
+
+function persistCollection() {
+  try {
+    if (state.collection) localStorage.setItem(COLLECTION_STORAGE, state.collection);
+    else localStorage.removeItem(COLLECTION_STORAGE);
+  } catch {
+    /* private mode: the URL still carries it */
+  }
+  const url = new URL(location.href);
+  if (state.collection) url.searchParams.set("collection", state.collection);
+  else url.searchParams.delete("collection");
+  if (url.href !== location.href) history.replaceState(history.state, "", url);
+}
+
+/** Switch to `name` (null or the default's name = the default collection). */
+function selectCollection(name) {
+  const next = isDefaultCollection(name) ? null : name;
+  const changed = next !== state.collection;
+  state.collection = next;
+  persistCollection();
+  renderCollectionSelect();
+  updateCollectionUi();
+  if (!changed) return;
+  resetSearch();
+  state.stats = null;
+  for (const el of [els.statCount, els.statModel, els.statWeights, els.statDevice]) el.textContent = "…";
+  refreshStats();
+}
+
+async function refreshCollections() {
+  try {
+    const data = await api("/collections");
+    state.collections = data.collections;
+    state.defaultCollection = data.collections.find((c) => c.default)?.name ?? state.defaultCollection;
+    if (state.collection === state.defaultCollection) state.collection = null;
+    const missing = state.collection && !data.collections.some((c) => c.name === state.collection);
+    if (missing) {
+      notify("global", "error",
+        `There is no collection named “${state.collection}” (any more); showing the default collection.`);
+      selectCollection(null);
+    }
+    renderCollectionSelect();
+    updateCollectionUi();
+    for (const card of state.jobCards.values()) updateJobCard(card, card.job); // collection tags
+  } catch (err) {
+    handleBackgroundError(err);
+  }
+}
+
+function setupCollections() {
+  els.collectionSelect.addEventListener("change", () => {
+    selectCollection(els.collectionSelect.value);
+    refreshCollections();
+  });
+  els.newCollectionButton.addEventListener("click", () => {
+    els.newForm.reset();
+    showNewError("");
+    els.newDialog.showModal();
+    els.newName.focus();
+  });
+  els.newCancel.addEventListener("click", () => els.newDialog.close("cancel"));
+  els.newForm.addEventListener("submit", createCollection);
+}
+
+function showNewError(text) {
+  els.newError.hidden = !text;
+  els.newError.textContent = text ?? "";
+}
+
+async function createCollection(event) {
+  event.preventDefault();
+  const name = els.newName.value.trim();
+  if (!COLLECTION_NAME.test(name)) {
+    showNewError(name
+      ? `“${name}” is not a valid name: use letters, digits and _ only, not starting with a digit.`
+      : "Give the collection a name.");
+    els.newName.focus();
+    return;
+  }
+  if (state.collections.some((c) => c.name === name)) {
+    showNewError(`There already is a collection named “${name}”. Choose another name, or pick it in the list.`);
+    els.newName.focus();
+    return;
+  }
+  const body = { name, model: els.newModel.value };
+  if (els.newPooling.value) body.pooling = els.newPooling.value;
+  showNewError("");
+  els.newCreate.disabled = true;
+  els.newCreate.textContent = "Creating…";
+  try {
+    const info = await api("/collections", { method: "POST", json: body });
+    els.newDialog.close("created");
+    await refreshCollections();
+    selectCollection(info.name);
+    notify("global", "info",
+      `Collection “${info.name}” created (${info.model}, ${info.dimension}-d). Load a folder into it.`);
+    els.folderInput.focus();
+  } catch (err) {
+    showNewError(describeError(err, "create"));
+  } finally {
+    els.newCreate.disabled = false;
+    els.newCreate.textContent = "Create";
+  }
+}
+
 // ---------------------------------------------------------------- collection stats
 
 async function refreshStats() {
   state.lastStatsAt = Date.now();
+  const asked = state.collection;
   try {
-    const stats = await api("/stats");
+    const stats = await api(`/stats${queryString({ collection: asked })}`);
+    if (asked !== state.collection) return; // switched meanwhile
+    if (!asked) state.defaultCollection = stats.collection;
     state.stats = stats;
     els.statCount.textContent = formatNumber(stats.count);
     els.statModel.textContent = `${stats.model} (${stats.dimension}-d, ${stats.index_type})`;
@@ -284,7 +513,19 @@ async function refreshStats() {
         `Vectors come from random, untrained weights (${stats.weights_id}), so similarity ` +
         "scores are not meaningful. Start the service with PICSEARCH_WEIGHTS=imagenet for real results.";
     }
+    const listed = state.collections.find((c) => c.name === stats.collection);
+    if (listed && listed.count !== stats.count) {
+      listed.count = stats.count;
+      renderCollectionSelect();
+    }
+    updateKeyNotice();
+    updateCollectionUi();
   } catch (err) {
+    if (asked !== state.collection) return;
+    if (asked && err instanceof ApiError && err.code === "not_found") {
+      await refreshCollections(); // notices the collection is gone and switches to the default
+      return;
+    }
     handleBackgroundError(err);
   }
 }
@@ -345,20 +586,27 @@ async function submitLoad(event) {
     els.folderInput.focus();
     return;
   }
+  const target = currentName();
   const running = [...state.jobCards.values()].find(
-    (card) => ACTIVE_STATES.has(card.job.state) && normalisePath(card.job.path) === normalisePath(path),
+    (card) => ACTIVE_STATES.has(card.job.state) && normalisePath(card.job.path) === normalisePath(path) &&
+      (card.job.collection || target) === target,
   );
   if (running) {
     notify("load", "error", `A load of ${path} is already running; wait for it or cancel it first.`);
     return;
   }
+  const prune = els.pruneInput.checked;
   state.loadBusy = true;
   els.loadButton.disabled = true;
   els.loadButton.setAttribute("aria-busy", "true");
   els.loadButton.textContent = "Starting…";
   try {
-    await api("/loads", { method: "POST", json: { path } });
-    notify("load", "info", `Load started: ${path}`);
+    const json = { path };
+    if (state.collection) json.collection = state.collection;
+    if (prune) json.prune = true;
+    await api("/loads", { method: "POST", json });
+    const into = state.collection ? ` into ${state.collection}` : "";
+    notify("load", "info", `Load started: ${path}${into}${prune ? ", removing vectors of deleted files" : ""}`);
     await pollJobs();
   } catch (err) {
     notify("load", "error", describeError(err, "load"));
@@ -380,6 +628,8 @@ function createJobCard(job) {
     job,
     name: $("[data-testid=job-name]", el),
     path: $("[data-testid=job-path]", el),
+    collection: $("[data-testid=job-collection]", el),
+    pruned: $("[data-testid=job-pruned]", el),
     badge: $("[data-testid=job-state]", el),
     bar: $("[data-testid=job-progress]", el),
     fill: $(".bar-fill", el),
@@ -411,6 +661,16 @@ function updateJobCard(card, job) {
   card.path.title = job.path;
   card.badge.textContent = STATE_LABELS[job.state] ?? job.state;
   card.badge.className = `badge state-${job.state}`;
+  const otherCollection = Boolean(job.collection && state.defaultCollection) && job.collection !== state.defaultCollection;
+  card.collection.hidden = !otherCollection;
+  card.collection.textContent = otherCollection ? `collection ${job.collection}` : "";
+  card.collection.title = otherCollection ? `Loaded into the collection ${job.collection}` : "";
+  card.pruned.hidden = !job.prune;
+  const pruneKnown = job.state !== "queued" && job.state !== "scanning";
+  card.pruned.textContent = pruneKnown ? `pruned ${formatNumber(job.pruned)}` : "prune on";
+  card.pruned.title = pruneKnown
+    ? `${formatNumber(job.pruned)} vector${job.pruned === 1 ? "" : "s"} of files gone from disk removed`
+    : "Vectors of files gone from disk will be removed";
 
   // Until the first batch lands there is nothing to measure: show activity, not a stuck 0 %.
   const indeterminate = active && (job.state === "queued" || job.state === "scanning" || !job.discovered || !job.processed);
@@ -418,7 +678,9 @@ function updateJobCard(card, job) {
   card.bar.setAttribute("aria-label", `Progress of loading ${basename(job.path)}`);
   if (indeterminate) {
     card.bar.removeAttribute("aria-valuenow");
-    card.bar.setAttribute("aria-valuetext", STATE_LABELS[job.state]);
+    card.bar.setAttribute("aria-valuetext", job.state === "scanning" && job.discovered
+      ? `${STATE_LABELS[job.state]} — ${formatNumber(job.discovered)} images found so far`
+      : STATE_LABELS[job.state]);
     card.fill.style.width = "";
   } else {
     const pct = Math.max(0, Math.min(100, job.percent ?? 0));
@@ -428,9 +690,14 @@ function updateJobCard(card, job) {
     card.fill.style.width = `${pct}%`;
   }
 
-  card.done.textContent = job.discovered || !active
-    ? `${formatNumber(job.processed)} / ${formatNumber(job.discovered)}`
-    : `${formatNumber(job.processed)} / …`;
+  if (job.state === "scanning") {
+    // The walk reports what it has found so far; the total is not known yet.
+    card.done.textContent = job.discovered ? `${formatNumber(job.discovered)} found…` : "scanning…";
+  } else {
+    card.done.textContent = job.discovered || !active
+      ? `${formatNumber(job.processed)} / ${formatNumber(job.discovered)}`
+      : `${formatNumber(job.processed)} / …`;
+  }
   card.rate.textContent = job.images_per_second != null ? `${job.images_per_second.toFixed(1)} img/s` : "—";
   if (active) {
     card.etaLabel.textContent = "ETA";
@@ -529,7 +796,9 @@ function pollJobs() {
       const finishedSome = [...state.activeJobs].some((id) => !active.has(id));
       state.activeJobs = active;
       anyActive = active.size > 0;
-      if (anyActive || finishedSome || Date.now() - state.lastStatsAt > 15000) await refreshStats();
+      const stale = Date.now() - state.lastStatsAt > 15000;
+      if (anyActive || finishedSome || stale) await refreshStats();
+      if (finishedSome || stale) await refreshCollections();
     } catch (err) {
       handleBackgroundError(err);
     } finally {
@@ -579,6 +848,68 @@ function readTopK() {
   return k;
 }
 
+/** The Options disclosure's values, or {error} when one is not usable. */
+function readSearchOptions() {
+  const options = { minScore: null, folder: null, collapse: els.collapseInput.checked };
+  const rawScore = els.minScore.value.trim();
+  if (rawScore || els.minScore.validity.badInput) {
+    const score = Number(rawScore);
+    if (!rawScore || !Number.isFinite(score) || score < -1 || score > 1) {
+      return { error: "The minimum score must be a number from −1 to 1 (or empty for none).", field: els.minScore };
+    }
+    options.minScore = score;
+  }
+  const folder = els.folderFilter.value.trim();
+  if (folder) {
+    if (!folder.startsWith("/")) {
+      return { error: 'The folder to search in must be an absolute path starting with "/" (or empty).', field: els.folderFilter };
+    }
+    options.folder = normalisePath(folder);
+  }
+  return options;
+}
+
+/** "…/holiday" for a long folder path: the summaries stay one line; the field has it all. */
+function shortFolder(path) {
+  const parts = path.split("/").filter(Boolean);
+  return parts.length > 1 ? `…/${parts.at(-1)}` : path;
+}
+
+function describeOptions(options) {
+  const parts = [];
+  if (options.minScore != null) parts.push(`score ≥ ${options.minScore}`);
+  if (options.folder) parts.push(`under ${shortFolder(options.folder)}`);
+  if (options.collapse) parts.push("identical files merged");
+  return parts;
+}
+
+function updateOptionsState() {
+  const options = readSearchOptions();
+  if (options.error) {
+    els.optionsState.textContent = "· needs a fix";
+    els.searchOptions.classList.add("has-error");
+    return;
+  }
+  els.searchOptions.classList.remove("has-error");
+  const parts = describeOptions(options);
+  els.optionsState.textContent = parts.length ? `· ${parts.join(" · ")}` : "";
+  els.optionsState.title = parts.join("; ");
+}
+
+function resetSearch() {
+  state.searchSeq += 1;
+  state.searchAbort?.abort();
+  state.results = [];
+  state.lastData = null;
+  state.lastQuery = null;
+  els.results.replaceChildren();
+  els.results.removeAttribute("aria-busy");
+  els.summary.textContent = SUMMARY_HINT;
+  els.query.hidden = true;
+  if (els.viewer.open) els.viewer.close();
+  clearMessages("search");
+}
+
 function showQuery(query) {
   if (state.queryUrl) {
     URL.revokeObjectURL(state.queryUrl);
@@ -605,9 +936,18 @@ async function runSearch(query) {
   const abort = new AbortController();
   state.searchAbort = abort;
   clearMessages("search");
+  const options = readSearchOptions();
+  if (options.error) {
+    els.results.removeAttribute("aria-busy"); // a search this one replaced may have set it
+    notify("search", "error", options.error);
+    els.searchOptions.open = true;
+    options.field.focus();
+    return;
+  }
   showQuery(query);
   els.results.setAttribute("aria-busy", "true");
   els.summary.textContent = "Searching…";
+  const collection = collectionParam();
   try {
     const topK = readTopK();
     let data;
@@ -615,15 +955,28 @@ async function runSearch(query) {
       const form = new FormData();
       form.append("image", query.file, query.file.name || "pasted-image");
       form.append("top_k", String(topK));
+      if (collection) form.append("collection", collection);
+      if (options.minScore != null) form.append("min_score", String(options.minScore));
+      if (options.folder) form.append("folder", options.folder);
+      if (options.collapse) form.append("collapse_duplicates", "true");
       data = await api("/search", { method: "POST", body: form, signal: abort.signal });
     } else {
-      data = await api(`/images/${encodeURIComponent(query.id)}/similar?top_k=${topK}`, { signal: abort.signal });
+      const params = queryString({
+        collection,
+        top_k: topK,
+        min_score: options.minScore,
+        folder: options.folder,
+        collapse_duplicates: options.collapse,
+      });
+      data = await api(`/images/${encodeURIComponent(query.id)}/similar${params}`, { signal: abort.signal });
     }
     if (seq !== state.searchSeq) return;
-    renderResults(data, query);
+    state.resultsCollection = collection;
+    renderResults(data, query, options);
   } catch (err) {
     if (err.name === "AbortError" || seq !== state.searchSeq) return;
     state.results = [];
+    state.lastData = null;
     els.results.replaceChildren();
     els.summary.textContent = SUMMARY_HINT;
     els.query.hidden = true;
@@ -634,18 +987,32 @@ async function runSearch(query) {
   }
 }
 
-function renderResults(data, query) {
+function renderResults(data, query, options) {
   state.results = data.results;
+  state.lastData = { took_ms: data.took_ms, options, query };
   els.results.replaceChildren(...data.results.map(resultItem));
-  const n = data.results.length;
+  renderSummary();
+}
+
+function renderSummary() {
+  const { took_ms: tookMs, options, query } = state.lastData ?? {};
+  if (!query) return;
+  const n = state.results.length;
+  const filters = describeOptions(options);
   if (n === 0) {
-    els.summary.textContent = state.stats && state.stats.count === 0
-      ? "No images are indexed yet — load a folder first."
-      : "No similar images found.";
+    if (state.stats && state.stats.count === 0) {
+      els.summary.textContent = `No images are indexed in ${currentName()} yet — load a folder first.`;
+    } else if (options.minScore != null || options.folder) {
+      els.summary.textContent = `No similar images with ${filters.filter((f) => !f.startsWith("identical")).join(" and ")}.`;
+    } else {
+      els.summary.textContent = "No similar images found.";
+    }
     return;
   }
   const what = query.kind === "similar" ? ` like ${basename(query.path)}` : "";
-  els.summary.textContent = `${n} result${n === 1 ? "" : "s"}${what} · ${Math.round(data.took_ms)} ms`;
+  const where = state.resultsCollection ? ` in ${state.resultsCollection}` : "";
+  const extra = filters.length ? ` · ${filters.join(" · ")}` : "";
+  els.summary.textContent = `${n} result${n === 1 ? "" : "s"}${what}${where}${extra} · ${Math.round(tookMs)} ms`;
 }
 
 function resultItem(result, index) {
@@ -658,7 +1025,10 @@ function resultItem(result, index) {
   button.dataset.path = result.path;
   button.dataset.score = String(result.score);
   button.title = result.path;
-  button.setAttribute("aria-label", `Open ${basename(result.path)}, similarity ${result.score.toFixed(3)}`);
+  const dups = result.duplicates?.length ?? 0;
+  button.dataset.duplicates = String(dups);
+  button.setAttribute("aria-label", `Open ${basename(result.path)}, similarity ${result.score.toFixed(3)}` +
+    (dups ? `, plus ${dups} identical file${dups === 1 ? "" : "s"}` : ""));
 
   const frame = document.createElement("span");
   frame.className = "thumb";
@@ -669,6 +1039,14 @@ function resultItem(result, index) {
   img.decoding = "async";
   img.addEventListener("error", () => frame.classList.add("missing"), { once: true });
   frame.append(img);
+  if (dups) {
+    const badge = document.createElement("span");
+    badge.className = "dups";
+    badge.dataset.testid = "result-duplicates";
+    badge.textContent = `+${dups} identical`;
+    badge.title = result.duplicates.map((d) => d.path).join("\n");
+    frame.append(badge);
+  }
 
   const meta = document.createElement("span");
   meta.className = "result-meta";
@@ -714,6 +1092,14 @@ function searchFile(file) {
   if (file.size === 0) {
     clearMessages("search");
     notify("search", "error", `${file.name || "That file"} is empty — choose an image file.`);
+    return;
+  }
+  const limit = state.stats?.max_upload_bytes;
+  if (limit && file.size > limit) {
+    clearMessages("search");
+    notify("search", "error",
+      `${file.name || "That image"} is ${formatBytes(file.size)}, but this server accepts images up to ` +
+      `${formatBytes(limit)}. Choose a smaller copy (for example one exported at a lower resolution).`);
     return;
   }
   runSearch({ kind: "file", file });
@@ -773,13 +1159,24 @@ function setupSearchInputs() {
   });
 
   let topKTimer = null;
-  els.topK.addEventListener("change", () => {
-    readTopK();
+  const rerun = () => {
     clearTimeout(topKTimer);
     topKTimer = setTimeout(() => {
       if (state.lastQuery) runSearch(state.lastQuery);
     }, 250);
+  };
+  els.topK.addEventListener("change", () => {
+    readTopK();
+    rerun();
   });
+  for (const input of [els.minScore, els.folderFilter, els.collapseInput]) {
+    input.addEventListener("input", updateOptionsState);
+    input.addEventListener("change", () => {
+      updateOptionsState();
+      rerun();
+    });
+  }
+  updateOptionsState();
   try {
     const stored = localStorage.getItem(TOPK_STORAGE);
     if (stored) els.topK.value = stored;
@@ -801,6 +1198,21 @@ function openViewer(index) {
   els.viewerScore.textContent = result.score.toFixed(3);
   els.viewerPath.textContent = result.path;
   els.viewerOpen.href = result.image_url;
+  const dups = result.duplicates ?? [];
+  els.viewerDups.hidden = dups.length === 0;
+  els.viewerDupsTitle.textContent =
+    `${dups.length} identical file${dups.length === 1 ? "" : "s"} (same bytes) merged into this result:`;
+  els.viewerDupsList.replaceChildren(
+    ...dups.map((d) => {
+      const li = document.createElement("li");
+      li.dataset.testid = "viewer-duplicate";
+      const code = document.createElement("code");
+      code.textContent = d.path;
+      li.append(code);
+      return li;
+    }),
+  );
+  els.viewerRemove.disabled = false;
   els.viewerPrev.disabled = index === 0;
   els.viewerNext.disabled = index >= state.results.length - 1;
   if (!els.viewer.open) els.viewer.showModal();
@@ -818,6 +1230,24 @@ function setupViewer() {
   els.viewer.addEventListener("click", (e) => {
     if (e.target === els.viewer) els.viewer.close();
   });
+  els.viewerRemove.addEventListener("click", () => {
+    const result = state.results[state.viewerIndex];
+    if (!result) return;
+    state.removeTarget = result;
+    els.removePath.textContent = result.path;
+    els.removeCollection.textContent = state.resultsCollection ?? currentName();
+    const dups = result.duplicates?.length ?? 0;
+    els.removeDups.textContent = dups
+      ? `Its ${dups} identical cop${dups === 1 ? "y stays" : "ies stay"} indexed. `
+      : "";
+    els.removeDialog.returnValue = "";
+    els.removeDialog.showModal();
+  });
+  els.removeDialog.addEventListener("close", () => {
+    const target = state.removeTarget;
+    state.removeTarget = null;
+    if (els.removeDialog.returnValue === "confirm" && target) removeFromIndex(target);
+  });
   els.moreLikeThis.addEventListener("click", async () => {
     const result = state.results[state.viewerIndex];
     if (!result) return;
@@ -827,11 +1257,53 @@ function setupViewer() {
   });
 }
 
+async function removeFromIndex(result) {
+  els.viewerRemove.disabled = true;
+  const name = basename(result.path);
+  const params = queryString({ collection: state.resultsCollection });
+  let gone = false;
+  try {
+    await api(`/images/${encodeURIComponent(result.id)}${params}`, { method: "DELETE" });
+    gone = true;
+  } catch (err) {
+    if (err instanceof ApiError && err.status === 404) {
+      gone = true; // removed meanwhile (another tab, the CLI): the result is stale either way
+    } else {
+      if (els.viewer.open) els.viewer.close();
+      notify("search", "error", `Could not remove ${name}: ${describeError(err, "remove")}`);
+    }
+  } finally {
+    els.viewerRemove.disabled = false;
+  }
+  if (!gone) return;
+  if (els.viewer.open) els.viewer.close();
+  const index = state.results.findIndex((r) => r.id === result.id);
+  if (index >= 0) {
+    state.results = state.results.filter((r) => r.id !== result.id);
+    els.results.replaceChildren(...state.results.map(resultItem));
+    renderSummary();
+  }
+  notify("search", "info", `Removed ${name} from the index. The file itself is untouched.`);
+  const next = els.results.querySelectorAll("[data-testid=result]")[Math.min(index, state.results.length - 1)];
+  (next ?? els.summary).focus();
+  await refreshStats();
+  await refreshCollections();
+}
+
 // ---------------------------------------------------------------- clear collection
 
 function setupClear() {
+  let target = null; // the collection the open dialog is about (null = default)
   els.clearButton.addEventListener("click", () => {
+    target = state.collection;
+    const name = currentName();
     els.confirmCount.textContent = state.stats ? formatNumber(state.stats.count) : "the";
+    els.confirmName.textContent = name;
+    els.confirmTitle.textContent = target ? `Delete the collection “${name}”?` : "Clear the collection?";
+    els.confirmExtra.textContent = target
+      ? "The collection itself goes too, and the default collection is selected again."
+      : "The collection stays, empty.";
+    els.confirmButton.textContent = target ? "Delete collection" : "Clear collection";
     els.confirmDialog.returnValue = "";
     els.confirmDialog.showModal();
   });
@@ -839,21 +1311,26 @@ function setupClear() {
     if (els.confirmDialog.returnValue !== "confirm") return;
     els.clearButton.disabled = true;
     clearMessages("global");
+    const dropping = target;
     try {
-      const res = await api("/collection?confirm=true", { method: "DELETE" });
+      const res = dropping
+        ? await api(`/collections/${encodeURIComponent(dropping)}?confirm=true`, { method: "DELETE" })
+        : await api("/collection?confirm=true", { method: "DELETE" });
       const cancelled = res.cancelled_jobs.length;
+      const what = dropping ? `Collection “${dropping}” deleted` : "Collection cleared";
       notify("global", "info",
-        `Collection cleared: ${formatNumber(res.dropped)} vectors removed` +
+        `${what}: ${formatNumber(res.dropped)} vectors removed` +
         (cancelled ? `, ${cancelled} running load${cancelled === 1 ? "" : "s"} cancelled.` : "."));
-      state.results = [];
-      state.lastQuery = null;
-      els.results.replaceChildren();
-      els.summary.textContent = SUMMARY_HINT;
-      els.query.hidden = true;
+      resetSearch();
+      if (dropping && state.collection === dropping) {
+        state.collections = state.collections.filter((c) => c.name !== dropping);
+        selectCollection(null);
+      }
     } catch (err) {
       notify("global", "error", describeError(err, "clear"));
     } finally {
       els.clearButton.disabled = false;
+      await refreshCollections();
       await refreshStats();
       await pollJobs();
     }
@@ -951,16 +1428,28 @@ function setupPicker() {
 
 function updateSettingsLabel() {
   const hasKey = Boolean(apiKey());
-  els.settingsButton.textContent = hasKey ? "Settings · key set" : "Settings";
-  els.settingsButton.setAttribute("aria-label", hasKey ? "Settings (API key is set)" : "Settings (no API key)");
+  const needed = !hasKey && Boolean(state.stats?.api_key_required);
+  els.settingsButton.textContent = hasKey ? "Settings · key set" : needed ? "Settings · key needed" : "Settings";
+  els.settingsButton.classList.toggle("attention", needed);
+  els.settingsButton.setAttribute("aria-label",
+    hasKey ? "Settings (API key is set)" : needed ? "Settings (this server needs an API key)" : "Settings (no API key)");
+}
+
+/** Say up front that changes need a key, instead of waiting for the first 401. */
+function updateKeyNotice() {
+  els.keyBanner.hidden = !(state.stats?.api_key_required && !apiKey());
+  updateSettingsLabel();
+}
+
+function openSettings() {
+  els.apiKeyInput.value = apiKey();
+  els.settingsDialog.returnValue = "";
+  els.settingsDialog.showModal();
 }
 
 function setupSettings() {
-  els.settingsButton.addEventListener("click", () => {
-    els.apiKeyInput.value = apiKey();
-    els.settingsDialog.returnValue = "";
-    els.settingsDialog.showModal();
-  });
+  els.settingsButton.addEventListener("click", openSettings);
+  els.keyBannerButton.addEventListener("click", openSettings);
   els.settingsDialog.addEventListener("close", () => {
     const action = els.settingsDialog.returnValue;
     try {
@@ -977,7 +1466,7 @@ function setupSettings() {
       notify("global", "error", "This browser does not allow storing the API key (private mode?).");
     }
     els.apiKeyInput.value = "";
-    updateSettingsLabel();
+    updateKeyNotice();
   });
   updateSettingsLabel();
 }
@@ -985,6 +1474,10 @@ function setupSettings() {
 // ---------------------------------------------------------------- start
 
 function init() {
+  state.collection = initialCollection();
+  renderCollectionSelect();
+  updateCollectionUi();
+  setupCollections();
   els.loadForm.addEventListener("submit", submitLoad);
   setupSearchInputs();
   setupViewer();
@@ -995,7 +1488,11 @@ function init() {
     if (!document.hidden) pollJobs();
   });
   loadRoots();
-  refreshStats();
+  state.lastStatsAt = Date.now(); // the first stats come after the collection list, below
+  refreshCollections().then(() => {
+    persistCollection();
+    refreshStats();
+  });
   pollJobs();
   document.documentElement.dataset.ready = "true";
 }

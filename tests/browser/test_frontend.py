@@ -1,15 +1,19 @@
 """Browser tests of the web UI (frontend/) against the real running stack.
 
 Chromium (Debian's /usr/bin/chromium) drives the page served by the API at `/`; nothing is
-mocked except where a test says so (a simulated outage, a 401, and the final DELETE of the
-"clear collection" flow, so the shared collection survives). Screenshots of each state go to
-`$PICSEARCH_TEST_ARTIFACTS/screenshots` (default `test-artifacts/screenshots`).
+mocked except where a test says so (a simulated outage, a 401, the final DELETE of the
+"clear collection" flow, so the shared collection survives, and a stats answer claiming a
+small upload limit and a required API key). The named collection "mobile" the tests create is
+dropped again before the module ends (other modules create one of that name). Screenshots of
+each state go to `$PICSEARCH_TEST_ARTIFACTS/screenshots` (default `test-artifacts/screenshots`).
 """
 
 from __future__ import annotations
 
 import base64
 import os
+import re
+import shutil
 import time
 import uuid
 from collections.abc import Iterator
@@ -34,6 +38,7 @@ pytest.importorskip(
 
 from playwright.sync_api import Browser, FilePayload, Page, expect, sync_playwright  # noqa: E402
 
+from app.core.vectorstore import image_id  # noqa: E402
 from tests.imagegen import distinct_image, jpeg_bytes, near_duplicate, write_distinct_set  # noqa: E402
 
 pytestmark = pytest.mark.e2e
@@ -54,6 +59,8 @@ SHOTS = (
 SEED = 9100  # distinct from the seeds other test modules index into the shared collection
 GOOD_IMAGES = 11
 ACTIVE = {"queued", "scanning", "embedding", "finalizing"}
+MOBILE = "mobile"  # the named collection created through the UI
+MOBILE_IMAGES = 6
 
 expect.set_options(timeout=15_000)
 
@@ -72,6 +79,21 @@ class Dataset:
     folder: Path  # resolved
     images: list[Path]  # resolved
     bad: Path
+
+
+@dataclass
+class Collection:
+    name: str
+    folder: Path  # resolved
+    images: list[Path]  # resolved
+
+
+@dataclass
+class Dupes:
+    folder: Path  # resolved
+    original: Path  # resolved; `copies` hold the very same bytes
+    copies: list[Path]
+    others: list[Path]
 
 
 @pytest.fixture(scope="module")
@@ -122,6 +144,65 @@ def indexed(ui: UiStack, dataset: Dataset) -> Dataset:
         assert resp.status_code == 202, resp.text
         assert _wait_job(client, resp.json()["job_id"])["state"] == "succeeded"
     return dataset
+
+
+def _collection_count(client: httpx.Client, name: str) -> int | None:
+    listed = client.get("/api/v1/collections").json()["collections"]
+    return next((int(c["count"]) for c in listed if c["name"] == name), None)
+
+
+@pytest.fixture(scope="module")
+def mobile_folder(ui: UiStack) -> Collection:
+    folder = ui.images_root / f"ui_mobile_{uuid.uuid4().hex[:8]}"
+    images = write_distinct_set(folder, MOBILE_IMAGES, start=SEED + 400)
+    return Collection(MOBILE, folder.resolve(), [p.resolve() for p in images])
+
+
+@pytest.fixture(scope="module")
+def drop_mobile(ui: UiStack) -> Iterator[None]:
+    """No "mobile" collection before the module's first use of it, none after the module:
+    other test modules create a collection of that name in the shared stack."""
+    with ui.client() as client:
+        client.delete(f"/api/v1/collections/{MOBILE}", params={"confirm": "true"})
+    yield
+    with ui.client() as client:
+        client.delete(f"/api/v1/collections/{MOBILE}", params={"confirm": "true"})
+
+
+@pytest.fixture(scope="module")
+def mobile(ui: UiStack, mobile_folder: Collection, drop_mobile: None) -> Collection:
+    """The "mobile" collection (MobileNetV2, SPoC) holding `mobile_folder`: the one the UI
+    test created, or created and loaded through the API."""
+    with ui.client() as client:
+        if _collection_count(client, MOBILE) is None:
+            created = client.post(
+                "/api/v1/collections",
+                json={"name": MOBILE, "model": "mobilenet_v2", "pooling": "spoc"},
+            )
+            assert created.status_code == 201, created.text
+        if not [j for j in _jobs_for(client, mobile_folder.folder) if j["state"] == "succeeded"]:
+            resp = client.post(
+                "/api/v1/loads", json={"path": str(mobile_folder.folder), "collection": MOBILE}
+            )
+            assert resp.status_code == 202, resp.text
+            assert _wait_job(client, resp.json()["job_id"])["state"] == "succeeded"
+    return mobile_folder
+
+
+@pytest.fixture(scope="module")
+def dupes(ui: UiStack) -> Dupes:
+    """A folder in the default collection: one image, two byte-identical copies, 3 others."""
+    folder = (ui.images_root / f"ui_dupes_{uuid.uuid4().hex[:8]}").resolve()
+    images = write_distinct_set(folder, 4, start=SEED + 500)
+    copies = [folder / "copy_a.jpg", folder / "sub" / "copy_b.jpg"]
+    for copy in copies:
+        copy.parent.mkdir(exist_ok=True)
+        shutil.copyfile(images[0], copy)
+    with ui.client() as client:
+        resp = client.post("/api/v1/loads", json={"path": str(folder)})
+        assert resp.status_code == 202, resp.text
+        assert _wait_job(client, resp.json()["job_id"])["state"] == "succeeded"
+    return Dupes(folder, images[0].resolve(), copies, [p.resolve() for p in images[1:]])
 
 
 @pytest.fixture(scope="module")
@@ -206,6 +287,41 @@ def query_bytes(seed: int) -> bytes:
 
 def image_loaded(page: Page, selector: str) -> bool:
     return bool(page.eval_on_selector(selector, "img => img.complete && img.naturalWidth > 0"))
+
+
+def wait_thumbnails(page: Page, count: int = 4) -> None:
+    page.wait_for_function(
+        f"() => [...document.querySelectorAll('[data-testid=result] img')].slice(0, {count})"
+        ".every(i => i.complete && i.naturalWidth > 0)"
+    )
+
+
+def result_paths(page: Page) -> list[str]:
+    paths: list[str] = page.eval_on_selector_all(
+        "[data-testid=result]", "els => els.map(e => e.dataset.path)"
+    )
+    return paths
+
+
+def result_scores(page: Page) -> list[float]:
+    scores: list[str] = page.eval_on_selector_all(
+        "[data-testid=result]", "els => els.map(e => e.dataset.score)"
+    )
+    return [float(s) for s in scores]
+
+
+def search_with(page: Page, name: str, data: bytes) -> None:
+    """Search with a file through the file picker and wait until the answer is shown."""
+    with page.expect_response(lambda r: r.url.endswith("/api/v1/search")) as answer:
+        page.get_by_test_id("search-file-input").set_input_files(
+            files=[upload(name, "image/jpeg", data)]
+        )
+    assert answer.value.ok, answer.value.text()
+    expect(page.get_by_test_id("results")).not_to_have_attribute("aria-busy", "true")
+
+
+def job_card(page: Page, job_id: str) -> Any:
+    return page.locator(f"[data-testid=job][data-job-id='{job_id}']")
 
 
 # ------------------------------------------------------------------------------------- tests
@@ -518,3 +634,284 @@ def test_phone_width(browser: Browser, ui: UiStack, indexed: Dataset) -> None:
     finally:
         page.context.close()
     assert not page_errors, f"uncaught errors in the page: {page_errors}"
+
+
+def test_new_collection_load_search_and_switch_back(
+    page: Page, ui: UiStack, mobile_folder: Collection, drop_mobile: None
+) -> None:
+    """Create "mobile" (MobileNetV2, SPoC) in the dialog, load into it, search it, switch back."""
+    with ui.client() as client:
+        default = client.get("/api/v1/stats").json()
+        listed = client.get("/api/v1/collections").json()["collections"]
+    select = page.get_by_test_id("collection-select")
+    expect(select).to_have_value(default["collection"])
+    expect(select.locator("option")).to_have_count(len(listed))
+    expect(select.locator("option").first).to_have_text(
+        f"{default['collection']} (default) · {default['count']:,} images · vgg16"
+    )
+
+    page.get_by_test_id("new-collection-button").click()
+    dialog = page.get_by_test_id("new-collection-dialog")
+    expect(dialog).to_be_visible()
+    page.get_by_label("Name").fill("2fast")
+    page.get_by_test_id("new-collection-create").click()
+    expect(page.get_by_test_id("new-collection-error")).to_contain_text("not a valid name")
+    page.get_by_label("Name").fill(MOBILE)
+    page.get_by_label("Model").select_option("mobilenet_v2")
+    page.get_by_label("Pooling").select_option("spoc")
+    shot(page, "14-new-collection-dialog", full_page=False)
+    page.get_by_test_id("new-collection-create").click()
+    expect(dialog).to_be_hidden()
+
+    # The new collection is selected, in the page, the URL and storage.
+    expect(select).to_have_value(MOBILE)
+    expect(page.get_by_test_id("stat-model")).to_contain_text("mobilenet_v2 (1280-d")
+    expect(page.get_by_test_id("stat-count")).to_have_text("0")
+    expect(page.get_by_test_id("load-target")).to_have_text(MOBILE)
+    expect(page.get_by_test_id("clear-collection")).to_have_text("Delete collection…")
+    expect(page).to_have_url(re.compile(rf"\?collection={MOBILE}$"))
+    assert page.evaluate("() => localStorage.getItem('picsearch.collection')") == MOBILE
+
+    # Load a folder into it; the job card names the collection.
+    page.get_by_label("Folder to index").fill(str(mobile_folder.folder))
+    with page.expect_response(lambda r: r.url.endswith("/api/v1/loads")) as answer:
+        page.get_by_test_id("load-button").click()
+    assert answer.value.request.post_data_json == {
+        "path": str(mobile_folder.folder),
+        "collection": MOBILE,
+    }
+    card = job_card(page, answer.value.json()["job_id"])
+    expect(card.get_by_test_id("job-collection")).to_have_text(f"collection {MOBILE}")
+    expect(card).to_have_attribute("data-state", "succeeded", timeout=60_000)
+    expect(card.get_by_test_id("job-done")).to_have_text(f"{MOBILE_IMAGES} / {MOBILE_IMAGES}")
+    expect(page.get_by_test_id("stat-count")).to_have_text(str(MOBILE_IMAGES))
+    expect(select.locator(f"option[value={MOBILE}]")).to_have_text(
+        f"{MOBILE} · {MOBILE_IMAGES} images · mobilenet_v2"
+    )
+
+    # Random MobileNetV2 weights rank near-duplicates poorly, but the very same bytes come
+    # back first with cosine 1, and only this collection's images come back at all.
+    target = mobile_folder.images[2]
+    search_with(page, "exact-copy.jpg", target.read_bytes())
+    results = page.get_by_test_id("result")
+    expect(results.first).to_have_attribute("data-path", str(target))
+    assert result_scores(page)[0] >= 0.9999
+    expect(page.get_by_test_id("results-summary")).to_contain_text(f"results in {MOBILE}")
+    paths = result_paths(page)
+    assert len(paths) == MOBILE_IMAGES
+    assert set(paths) == {str(p) for p in mobile_folder.images}
+    wait_thumbnails(page)  # thumbnails of a named collection are served too
+    shot(page, "15-collection-search")
+
+    # The choice survives a reload, and a visit without ?collection= (local storage).
+    page.goto("/")
+    expect(select).to_have_value(MOBILE)
+    expect(page).to_have_url(re.compile(rf"\?collection={MOBILE}$"))
+    expect(page.get_by_test_id("stat-model")).to_contain_text("mobilenet_v2")
+
+    # Back to the default collection: its stats, no URL parameter, no stale results.
+    select.select_option(default["collection"])
+    expect(page.get_by_test_id("stat-model")).to_contain_text("vgg16")
+    expect(page).not_to_have_url(re.compile(r"collection="))
+    expect(page.get_by_test_id("clear-collection")).to_have_text("Clear collection…")
+    expect(results).to_have_count(0)
+    with ui.client() as client:
+        expect(page.get_by_test_id("stat-count")).to_have_text(
+            f"{client.get('/api/v1/stats').json()['count']:,}"
+        )
+    shot(page, "16-back-to-default")
+
+
+def test_prune_checkbox_reports_pruned(page: Page, ui: UiStack) -> None:
+    """Reload with "prune" after a file was deleted on disk: the card says "pruned 1"."""
+    folder = (ui.images_root / f"ui_prune_{uuid.uuid4().hex[:6]}").resolve()
+    files = write_distinct_set(folder, 4, start=SEED + 600)
+    with ui.client() as client:
+        resp = client.post("/api/v1/loads", json={"path": str(folder)})
+        assert _wait_job(client, resp.json()["job_id"])["state"] == "succeeded"
+    files[1].unlink()
+
+    page.get_by_label("Folder to index").fill(str(folder))
+    page.get_by_label("Remove vectors of deleted files (prune)").check()
+    with page.expect_response(lambda r: r.url.endswith("/api/v1/loads")) as answer:
+        page.get_by_test_id("load-button").click()
+    assert answer.value.request.post_data_json == {"path": str(folder), "prune": True}
+    card = job_card(page, answer.value.json()["job_id"])
+    expect(card).to_have_attribute("data-state", "succeeded", timeout=60_000)
+    expect(card.get_by_test_id("job-pruned")).to_have_text("pruned 1")
+    expect(card.get_by_test_id("job-unchanged")).to_have_text("3")
+    expect(card.get_by_test_id("job-indexed")).to_have_text("0")
+    expect(card.get_by_test_id("job-collection")).to_be_hidden()  # the default collection
+    shot(page, "17-prune-pruned")
+    with ui.client() as client:
+        gone = client.get(f"/api/v1/images/{image_id(str(files[1]))}")
+        assert gone.status_code == 404
+
+
+def test_search_options_min_score_folder_and_merge(page: Page, dupes: Dupes) -> None:
+    """Folder restriction, minimum score and "merge identical" change the results as promised."""
+    identical = {str(dupes.original), *map(str, dupes.copies)}
+    options = page.get_by_test_id("search-options")
+    options.locator("summary").click()
+    page.get_by_label("Only images under folder").fill(str(dupes.folder))
+    search_with(page, "original.jpg", dupes.original.read_bytes())
+    paths, scores = result_paths(page), result_scores(page)
+    assert len(paths) == 6 and all(p.startswith(f"{dupes.folder}/") for p in paths), paths
+    assert set(paths[:3]) == identical and min(scores[:3]) >= 0.9999, (paths, scores)
+    assert max(scores[3:]) < 0.999, scores
+    expect(page.get_by_test_id("results-summary")).to_contain_text(f"under …/{dupes.folder.name}")
+
+    # A minimum score leaves out the weaker matches (re-runs the shown query).
+    page.get_by_label("Minimum score").fill("0.999")
+    page.get_by_label("Minimum score").press("Enter")
+    expect(page.get_by_test_id("result")).to_have_count(3)
+    assert set(result_paths(page)) == identical
+    assert min(result_scores(page)) >= 0.999
+    expect(page.get_by_test_id("options-state")).to_contain_text("score ≥ 0.999")
+
+    # Merging identical files: one result, "+2 identical", the copies listed in the viewer.
+    page.get_by_label("Merge identical files").check()
+    results = page.get_by_test_id("result")
+    expect(results).to_have_count(1)
+    expect(results.first.get_by_test_id("result-duplicates")).to_have_text("+2 identical")
+    merged = results.first.get_attribute("data-path")
+    wait_thumbnails(page, 1)
+    shot(page, "18-search-options-merged")
+    results.first.click()
+    dups = page.get_by_test_id("viewer-duplicates")
+    expect(dups).to_be_visible()
+    expect(dups.get_by_test_id("viewer-duplicate")).to_have_count(2)
+    listed = set(dups.get_by_test_id("viewer-duplicate").all_inner_texts())
+    assert listed | {merged} == identical
+    shot(page, "19-viewer-identical-files", full_page=False)
+    page.keyboard.press("Escape")
+
+    # Without the minimum score the others come back, the identical files still merged.
+    page.get_by_label("Minimum score").fill("")
+    page.get_by_label("Minimum score").press("Enter")
+    expect(results).to_have_count(4)
+    expect(page.get_by_test_id("result-duplicates")).to_have_count(1)
+
+    # A relative folder is refused in the page, before any request.
+    page.get_by_label("Only images under folder").fill("photos")
+    page.get_by_label("Only images under folder").press("Enter")
+    expect(page.get_by_test_id("search-messages")).to_contain_text("absolute path")
+
+    page.get_by_label("Only images under folder").fill(str(dupes.folder))
+    page.get_by_label("Minimum score").fill("0.5")
+    page.get_by_label("Minimum score").press("Enter")
+    expect(page.get_by_test_id("results-summary")).to_contain_text("score ≥ 0.5")
+    expect(page.get_by_test_id("search-messages")).to_be_empty()
+
+    # At phone width: the collection bar and the open options fit, nothing overflows.
+    page.set_viewport_size({"width": 390, "height": 844})
+    wait_thumbnails(page)
+    width = page.evaluate("() => document.documentElement.scrollWidth")
+    assert width <= 390, f"page is {width}px wide at a 390px viewport"
+    page.evaluate("() => window.scrollTo(0, 0)")
+    shot(page, "20-phone-collection-bar", full_page=False)
+    options.scroll_into_view_if_needed()
+    page.evaluate("() => document.querySelector('#search-options').scrollIntoView()")
+    shot(page, "21-phone-search-options", full_page=False)
+
+
+def test_remove_from_index_then_delete_collection(
+    page: Page, ui: UiStack, mobile: Collection
+) -> None:
+    """In "mobile" (opened by URL): remove a result from the index, then drop the collection."""
+    page.goto(f"/?collection={MOBILE}")
+    expect(page.get_by_test_id("collection-select")).to_have_value(MOBILE)
+    with ui.client() as client:
+        before = _collection_count(client, MOBILE)
+    assert before
+    expect(page.get_by_test_id("stat-count")).to_have_text(str(before))
+
+    target = mobile.images[3]
+    search_with(page, "again.jpg", target.read_bytes())
+    results = page.get_by_test_id("result")
+    expect(results.first).to_have_attribute("data-path", str(target))
+    shown = results.count()
+    results.first.click()
+    page.get_by_test_id("viewer-remove").click()
+    confirm = page.get_by_test_id("remove-dialog")
+    expect(confirm).to_be_visible()
+    expect(page.get_by_test_id("remove-path")).to_have_text(str(target))
+    shot(page, "22-confirm-remove", full_page=False)
+    page.get_by_test_id("remove-cancel").click()
+    expect(confirm).to_be_hidden()
+    expect(page.get_by_test_id("viewer")).to_be_visible()  # cancelling keeps the viewer
+
+    with page.expect_response(lambda r: r.request.method == "DELETE") as answer:
+        page.get_by_test_id("viewer-remove").click()
+        page.get_by_test_id("remove-confirm").click()
+    assert answer.value.url.endswith(f"/api/v1/images/{image_id(str(target))}?collection={MOBILE}")
+    assert answer.value.json() == {"deleted": 1}
+    expect(page.get_by_test_id("viewer")).to_be_hidden()
+    expect(results).to_have_count(shown - 1)
+    assert str(target) not in result_paths(page)
+    expect(page.get_by_test_id("stat-count")).to_have_text(str(before - 1))
+    expect(page.get_by_test_id("search-messages")).to_contain_text("Removed img_")
+    shot(page, "23-removed-from-index")
+
+    # Searching again: the file is no longer found in this collection.
+    search_with(page, "again.jpg", target.read_bytes())
+    assert str(target) not in result_paths(page)
+
+    # "Delete collection…" drops the named collection and selects the default one again.
+    page.get_by_test_id("clear-collection").click()
+    dialog = page.get_by_test_id("confirm-dialog")
+    expect(dialog).to_be_visible()
+    expect(dialog.get_by_role("heading")).to_have_text(f"Delete the collection “{MOBILE}”?")
+    shot(page, "24-confirm-delete-collection", full_page=False)
+    page.get_by_test_id("confirm-clear").click()
+    expect(page.get_by_test_id("global-messages")).to_contain_text(
+        f"Collection “{MOBILE}” deleted: {before - 1} vectors removed"
+    )
+    select = page.get_by_test_id("collection-select")
+    expect(select.locator(f"option[value={MOBILE}]")).to_have_count(0)
+    expect(page.get_by_test_id("stat-model")).to_contain_text("vgg16")
+    expect(page).not_to_have_url(re.compile(r"collection="))
+    with ui.client() as client:
+        assert _collection_count(client, MOBILE) is None
+
+    # An old link to the dropped collection says so and falls back to the default one.
+    page.goto(f"/?collection={MOBILE}")
+    expect(page.get_by_test_id("global-messages")).to_contain_text(
+        f"There is no collection named “{MOBILE}”"
+    )
+    expect(page.get_by_test_id("stat-model")).to_contain_text("vgg16")
+    expect(page).not_to_have_url(re.compile(r"collection="))
+
+
+def test_upload_limit_and_key_notice(page: Page) -> None:
+    """stats.max_upload_bytes refuses big files in the page; stats.api_key_required warns early."""
+
+    def small_limit_with_key(route: Any) -> None:
+        stats = route.fetch().json()
+        stats.update(max_upload_bytes=1024 * 1024, api_key_required=True)
+        route.fulfill(json=stats)
+
+    page.route("**/api/v1/stats*", small_limit_with_key)
+    page.reload()
+    banner = page.get_by_test_id("api-key-banner")
+    expect(banner).to_be_visible()
+    expect(banner).to_contain_text("needs an API key")
+    expect(page.get_by_test_id("settings-button")).to_have_text("Settings · key needed")
+
+    searches: list[str] = []
+    page.on("request", lambda r: searches.append(r.url) if "/search" in r.url else None)
+    big = b"\xff\xd8\xff\xe0" + bytes(1536 * 1024)
+    page.get_by_test_id("search-file-input").set_input_files(
+        files=[upload("huge.jpg", "image/jpeg", big)]
+    )
+    error = page.get_by_test_id("search-messages").get_by_test_id("error-message")
+    expect(error).to_contain_text("huge.jpg is 1.5 MB")
+    expect(error).to_contain_text("accepts images up to 1.0 MB")
+    shot(page, "25-key-needed-and-too-large")
+    assert searches == [], "an oversized file must not be uploaded"
+
+    page.get_by_test_id("api-key-banner-button").click()
+    page.get_by_test_id("api-key-input").fill("s3cret")
+    page.get_by_test_id("api-key-save").click()
+    expect(banner).to_be_hidden()
+    expect(page.get_by_test_id("settings-button")).to_have_text("Settings · key set")
