@@ -6,6 +6,7 @@
     ├── AuthError                  -> 401 unauthorized
     ├── ForbiddenPathError         -> 403 path_forbidden   (outside PICSEARCH_IMAGE_ROOTS)
     ├── NotFoundError              -> 404 not_found
+    │   └── CollectionNotFound     -> 404 collection_not_found
     ├── ConflictError              -> 409 conflict
     │   └── CollectionMismatch     -> 409 collection_mismatch (model/weights/recipe differ)
     ├── PayloadTooLarge            -> 413 payload_too_large
@@ -70,6 +71,10 @@ class ForbiddenPathError(PicsearchError):
 class NotFoundError(PicsearchError):
     status_code = 404
     code = "not_found"
+
+
+class CollectionNotFound(NotFoundError):
+    code = "collection_not_found"
 
 
 class ConflictError(PicsearchError):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 
 from app.core.config import Settings
-from app.core.errors import CollectionMismatch, ConflictError, NotFoundError
+from app.core.errors import CollectionMismatch, CollectionNotFound, ConflictError
 from app.core.vectorstore import CollectionMeta, MilvusConnection, VectorStore
 from app.ml.encoder import Encoder
 
@@ -99,7 +99,7 @@ class CollectionRegistry:
         else:
             meta = self.conn.read_meta(name)
             if meta is None:
-                raise NotFoundError(f"no collection {name!r}")
+                raise CollectionNotFound(f"no collection {name!r}")
             store = VectorStore(self.settings, meta, name, self.conn)
         with self._lock:
             return self._stores.setdefault(name, store)

@@ -78,7 +78,8 @@ def test_two_collections_with_different_models_side_by_side(stack: RunningStack)
         listed = {c["name"]: c for c in client.get("/api/v1/collections").json()["collections"]}
         assert listed["mobile"]["count"] == 6 and listed["mobile"]["model"] == "mobilenet_v2"
         assert listed[stack.settings.collection]["default"] is True
-        assert client.get("/api/v1/stats", params={"collection": "nope"}).status_code == 404
+        missing = client.get("/api/v1/stats", params={"collection": "nope"})
+        assert missing.status_code == 404 and missing.json()["error"] == "collection_not_found"
         refused = client.delete("/api/v1/collections/mobile")
         assert refused.status_code == 400
         dropped = client.delete("/api/v1/collections/mobile", params={"confirm": "true"})
