@@ -264,7 +264,7 @@ def create_collection(
     name: str,
     model: Annotated[str, typer.Option("--model", help="vgg16 or mobilenet_v2.")] = "vgg16",
     weights: Annotated[
-        str | None, typer.Option("--weights", help="imagenet, random or a .pth path.")
+        str | None, typer.Option("--weights", help="imagenet or random (tests only).")
     ] = None,
     api: ApiOption = None,
 ) -> None:

@@ -104,10 +104,11 @@ class CollectionList(BaseModel):
 class CollectionCreate(BaseModel):
     name: str = Field(pattern=COLLECTION_NAME, description="Letters, digits and _.")
     model: Literal["vgg16", "mobilenet_v2"] = Field(description="Backbone for this collection.")
-    weights: str | None = Field(
+    weights: Literal["imagenet", "random"] | None = Field(
         default=None,
-        description="'imagenet', 'random' or a .pth path; the service's PICSEARCH_WEIGHTS "
-        "when omitted.",
+        description="torchvision ImageNet weights, or seeded random weights (tests only); the "
+        "service's PICSEARCH_WEIGHTS when omitted. Weight files by path are a server setting, "
+        "never taken from a request.",
     )
     pooling: Literal["mac", "spoc", "gem"] | None = Field(
         default=None, description="Global pooling; the service's PICSEARCH_POOLING when omitted."

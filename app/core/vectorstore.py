@@ -18,7 +18,12 @@ import numpy as np
 from pymilvus import DataType, MilvusClient, MilvusException
 
 from app.core.config import Settings
-from app.core.errors import CollectionMismatch, NotFoundError, ServiceUnavailable
+from app.core.errors import (
+    BadRequestError,
+    CollectionMismatch,
+    NotFoundError,
+    ServiceUnavailable,
+)
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +110,8 @@ def _stored(row: dict[str, Any]) -> StoredImage:
 
 
 def _quote(value: str) -> str:
-    return json.dumps(value)  # a JSON string literal is a valid Milvus string literal
+    """A Milvus string literal (Milvus knows no \\u escapes, so non-ASCII stays as is)."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def _like_escape(value: str) -> str:
@@ -115,6 +121,10 @@ def _like_escape(value: str) -> str:
 
 def folder_prefix(folder: str) -> str:
     """`/a/b` -> `/a/b/`: matches files below the folder, not `/a/bc`."""
+    try:
+        folder.encode("utf-8")
+    except UnicodeEncodeError:
+        raise BadRequestError("folder must be valid Unicode text") from None
     return folder.rstrip("/") + "/"
 
 

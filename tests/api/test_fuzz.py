@@ -6,7 +6,7 @@ and an empty image root, so nothing the fuzzer sends can touch the other tests' 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -19,8 +19,12 @@ from tests.conftest import RunningStack, free_port, settings_from_env
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 # Operations where schema-valid input may still be refused on purpose: an upload whose bytes
-# are not an image (415/422), and a drop without confirm=true (400 confirmation_required).
-REFUSES_VALID_INPUT = {"POST /api/v1/search", "DELETE /api/v1/collection"}
+# are not an image (415/422), and drops without confirm=true (400 confirmation_required).
+REFUSES_VALID_INPUT = {
+    "POST /api/v1/search",
+    "DELETE /api/v1/collection",
+    "DELETE /api/v1/collections/{name}",
+}
 
 
 @pytest.fixture(scope="module")
@@ -43,6 +47,18 @@ def fuzz_api(stack: RunningStack, tmp_path_factory: pytest.TempPathFactory) -> I
         proc.stop()
 
 
+def fuzzer(operation: Any, base_url: str, excluded: list[Any]) -> Callable[[], None]:
+    """A Hypothesis test sending ~25 generated requests to one operation."""
+
+    @given(case=operation.as_strategy())
+    @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+    def fuzz(case: Any) -> None:
+        case.call_and_validate(base_url=base_url, excluded_checks=excluded)
+
+    result: Callable[[], None] = fuzz
+    return result
+
+
 def test_api_conforms_to_its_schema_and_never_errors(fuzz_api: str) -> None:
     """Every operation, ~25 generated requests each: no 5xx, responses match the schema."""
     schema = schemathesis.openapi.from_url(f"{fuzz_api}/openapi.json")
@@ -53,14 +69,8 @@ def test_api_conforms_to_its_schema_and_never_errors(fuzz_api: str) -> None:
         operations += 1
 
         excluded = [positive_data_acceptance] if operation.label in REFUSES_VALID_INPUT else []
-
-        @given(case=operation.as_strategy())
-        @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
-        def fuzz(case: Any, excluded: list[Any] = excluded) -> None:
-            case.call_and_validate(base_url=fuzz_api, excluded_checks=excluded)
-
         try:
-            fuzz()
+            fuzzer(operation, fuzz_api, excluded)()
         except Exception as exc:  # collect every operation's failure, not just the first
             failures[operation.label] = str(exc)[:2000]
     assert operations >= 14

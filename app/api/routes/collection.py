@@ -17,7 +17,7 @@ from app.api.schemas import (
     DropResult,
     Stats,
 )
-from app.core.errors import ConfirmationRequired
+from app.core.errors import ConfigurationError, ConfirmationRequired, ConflictError
 from app.core.jobs import JobState
 from app.core.vectorstore import VectorStore
 from app.ml.registry import meta_for
@@ -118,7 +118,10 @@ def create_collection(body: CollectionCreate, services: ServicesDep) -> Collecti
             "pooling": body.pooling or base.pooling,
         }
     )
-    encoder = services.encoders.get(settings)  # refuses here if the weights are missing
+    try:
+        encoder = services.encoders.get(settings)
+    except ConfigurationError as exc:  # e.g. this model's weights file is not on the server
+        raise ConflictError(f"cannot create a {body.model} collection: {exc.message}") from None
     store = services.collections.create(body.name, meta_for(encoder, settings))
     return _info(services, store)
 
