@@ -14,8 +14,10 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from app.bench import register as register_bench
 from app.core.config import get_settings
 from app.core.errors import ConfigurationError
+from app.evaluation import register as register_eval
 
 cli = typer.Typer(
     name="picsearch",
@@ -25,6 +27,8 @@ cli = typer.Typer(
 )
 console = Console()
 err = Console(stderr=True)
+register_bench(cli)
+register_eval(cli)
 
 ApiOption = Annotated[
     str | None,

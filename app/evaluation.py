@@ -8,18 +8,21 @@ approximate index (HNSW, IVF) can only rank the same or worse. Nothing is writte
   images of its class are the relevant ones. mAP@k, precision@1, precision@10 and recall@k,
   per class and overall.
 * A folder of originals: the originals are indexed, and near-duplicate queries are generated
-  from a sample of them (crop, resize, JPEG recompression, colour shift, flip, small rotation,
-  grayscale, overlaid text); a hit is the original ranked first (hit@1) or in the top 10.
+  from a sample of them (crop, resize, JPEG recompression, colour shift, flip, rotation,
+  grayscale, overlaid text, and all of crop + colour + text + JPEG at once; see
+  TRANSFORM_NOTES); a hit is the original ranked first (hit@1) or in the top 10 (hit@10).
 
 Without `--compare` the service's configured recipe is measured through the service's own code
 path (`decode_image` + `Encoder.embed`). With `--compare` a grid of recipes (pooling x resize x
-input size, plus PCA-whitening of the best ones) is computed here from the same trunk: one
-forward pass per (resize, size) is shared by all poolings, and each image is decoded once per
-size. Its `squash-bilinear` rows reproduce the service path (a unit test checks this).
+input size, plus PCA-whitening of the best ones) is computed here from the service's trunk
+(`Encoder.feature_map`): one forward pass per (resize, size) is shared by all poolings, and each
+image is decoded once per size. Its `squash-bilinear` rows reproduce the service path exactly
+(a unit test checks this); the other resize modes and R-MAC exist only here.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import math
@@ -54,7 +57,17 @@ RESIZE_MODES: dict[str, str] = {
     "mean; pooling only over the feature cells covering the image",
 }
 SEED_RECIPE = ("squash-nearest", 224, "mac")
-DUP_TRANSFORMS = ("crop", "resize", "jpeg", "colour", "flip", "rotate", "grayscale", "text")
+DUP_TRANSFORMS = (
+    "crop",
+    "resize",
+    "jpeg",
+    "colour",
+    "flip",
+    "rotate",
+    "grayscale",
+    "text",
+    "combined",
+)
 PRECISION_AT = (1, 10)
 HIT_AT = (1, 10)
 SAMPLE_SEED = 7
@@ -207,7 +220,8 @@ class Whitening:
         _, s, vt = np.linalg.svd(x - mean, full_matrices=False)
         eig = s**2 / max(1, len(x) - 1)
         d = max(1, min(dim, int((eig > eig[0] * 1e-9).sum())))
-        return cls(mean, (vt[:d].T / np.sqrt(eig[:d])).astype(np.float32))
+        scale = np.sqrt(eig[:d] + eig[0] * 1e-9 + 1e-12)  # no division by zero
+        return cls(mean, (vt[:d].T / scale).astype(np.float32))
 
     def apply(self, vectors: np.ndarray) -> np.ndarray:
         y = (vectors - self.mean.astype(np.float32)) @ self.projection
@@ -229,28 +243,32 @@ def _jpeg(img: Image.Image, quality: int = 92) -> bytes:
     return out.getvalue()
 
 
-def _crop(img: Image.Image) -> Image.Image:
-    w, h = img.size  # 70% of each side, off centre: 49% of the area
-    return img.crop((round(0.10 * w), round(0.15 * h), round(0.80 * w), round(0.85 * h)))
+def _crop(img: Image.Image, side: float = 0.4) -> Image.Image:
+    """Keep `side` of each side (0.4: 16 % of the area), off centre."""
+    w, h = img.size
+    cw, ch = max(1, round(w * side)), max(1, round(h * side))
+    left, top = round(0.6 * (w - cw)), round(0.3 * (h - ch))
+    return img.crop((left, top, left + cw, top + ch))
 
 
-def _resize(img: Image.Image) -> Image.Image:
-    scale = 256 / max(img.size)  # a thumbnail-sized query (longest side 256 px)
+def _resize(img: Image.Image, longest: int = 64) -> Image.Image:
+    """A thumbnail: longest side 64 px."""
+    scale = longest / max(img.size)
     size = (max(1, round(img.width * scale)), max(1, round(img.height * scale)))
     return img.resize(size, Image.Resampling.LANCZOS)
 
 
 def _colour(img: Image.Image) -> Image.Image:
+    """A strong warm filter: red x1.3, blue x0.6, saturation x1.8, contrast x1.3."""
     r, g, b = img.convert("RGB").split()
     warm = Image.merge(
         "RGB",
-        (r.point(lambda v: min(255, round(v * 1.15))), g, b.point(lambda v: round(v * 0.8))),
+        (r.point(lambda v: min(255, round(v * 1.3))), g, b.point(lambda v: round(v * 0.6))),
     )
-    saturated = ImageEnhance.Color(warm).enhance(1.4)
-    return ImageEnhance.Brightness(saturated).enhance(1.1)
+    return ImageEnhance.Contrast(ImageEnhance.Color(warm).enhance(1.8)).enhance(1.3)
 
 
-def _rotate(img: Image.Image, degrees: float = 10.0) -> Image.Image:
+def _rotate(img: Image.Image, degrees: float = 20.0) -> Image.Image:
     """Rotate about the centre, then crop the largest centred rectangle without corners."""
     w, h = img.size
     a = math.radians(degrees)
@@ -263,22 +281,18 @@ def _rotate(img: Image.Image, degrees: float = 10.0) -> Image.Image:
 
 
 def _text(img: Image.Image) -> Image.Image:
-    """Meme-style captions at the top and bottom, white with a black outline."""
+    """Three lines of yellow, black-outlined text, each 1/6 of the height tall."""
     out = img.convert("RGB").copy()
     draw = ImageDraw.Draw(out)
-    size = max(10, out.height // 9)
+    size = max(10, out.height // 6)
     font = ImageFont.load_default(size=size)
-    stroke = max(1, size // 12)
-    for text, y in (
-        ("PICSEARCH SAMPLE", out.height // 20),
-        ("© 2024 not yours", out.height * 3 // 4),
-    ):
+    for i, text in enumerate(("PICSEARCH SAMPLE", "© 2024 NOT YOURS", "REPOSTED")):
         draw.text(
-            (out.width // 20, y),
+            (out.width // 20, out.height * (1 + 3 * i) // 10),
             text,
-            fill="white",
+            fill="yellow",
             font=font,
-            stroke_width=stroke,
+            stroke_width=max(1, size // 10),
             stroke_fill="black",
         )
     return out
@@ -287,17 +301,31 @@ def _text(img: Image.Image) -> Image.Image:
 TRANSFORM_FUNCTIONS: dict[str, Callable[[Image.Image], bytes]] = {
     "crop": lambda img: _jpeg(_crop(img)),
     "resize": lambda img: _jpeg(_resize(img)),
-    "jpeg": lambda img: _jpeg(img, quality=15),
+    "jpeg": lambda img: _jpeg(img, quality=5),
     "colour": lambda img: _jpeg(_colour(img)),
     "flip": lambda img: _jpeg(ImageOps.mirror(img)),
     "rotate": lambda img: _jpeg(_rotate(img)),
     "grayscale": lambda img: _jpeg(ImageOps.grayscale(img)),
     "text": lambda img: _jpeg(_text(img)),
+    # a re-post: cropped, filtered, captioned and recompressed
+    "combined": lambda img: _jpeg(_text(_colour(_crop(img, 0.6))), quality=30),
+}
+TRANSFORM_NOTES: dict[str, str] = {
+    "crop": "40% of each side kept (16% of the area), off centre",
+    "resize": "thumbnail, longest side 64 px",
+    "jpeg": "JPEG quality 5",
+    "colour": "warm filter: red x1.3, blue x0.6, saturation x1.8, contrast x1.3",
+    "flip": "mirrored left-right",
+    "rotate": "rotated 20 degrees, cropped to the largest rectangle without corners",
+    "grayscale": "grayscale",
+    "text": "three lines of yellow outlined text, each 1/6 of the height",
+    "combined": "60% crop + warm filter + text + JPEG quality 30",
 }
 
 
 def near_duplicate(img: Image.Image, transform: str) -> bytes:
-    """JPEG bytes of `img` altered by `transform` (deterministic; quality 92 except `jpeg`)."""
+    """JPEG bytes of `img` altered by `transform` (deterministic; quality 92 unless the
+    transform itself recompresses)."""
     return TRANSFORM_FUNCTIONS[transform](img.convert("RGB"))
 
 
@@ -333,11 +361,8 @@ class Recipe:
 
 
 def current_recipe(settings: Settings) -> Recipe:
-    """The service's configured recipe in grid terms (squash-bilinear unless a `resize`
-    setting says otherwise)."""
-    resize = str(getattr(settings, "resize", "squash"))
-    mode = "squash-bilinear" if resize == "squash" else resize
-    return Recipe(Prep(mode, settings.image_size), settings.pooling)
+    """The service's configured recipe in grid terms (decode_image squashes bilinearly)."""
+    return Recipe(Prep("squash-bilinear", settings.image_size), settings.pooling)
 
 
 def seed_recipe() -> Recipe:
@@ -497,11 +522,15 @@ class Embedded:
 
 
 def feature_maps(encoder: Encoder, pixels: np.ndarray) -> torch.Tensor:
-    """The trunk's (N, C, H, W) float32 map, with the same normalisation as Encoder.embed."""
+    """The trunk's (N, C, H, W) float32 map, computed as Encoder.embed computes it."""
     import torch
 
     from app.ml.encoder import IMAGENET_MEAN, IMAGENET_STD
 
+    service_path = getattr(encoder, "feature_map", None)  # the encoder's own, when it has one
+    if service_path is not None:
+        fmap: torch.Tensor = service_path(np.ascontiguousarray(pixels))
+        return fmap
     with torch.inference_mode():
         shape = (1, 3, 1, 1)
         mean = torch.tensor(IMAGENET_MEAN, device=encoder.device).view(shape) * 255
@@ -511,7 +540,7 @@ def feature_maps(encoder: Encoder, pixels: np.ndarray) -> torch.Tensor:
         x = ((x - mean) / std).contiguous(memory_format=torch.channels_last)
         autocast = encoder.dtype != torch.float32
         with torch.autocast(encoder.device.type, dtype=encoder.dtype, enabled=autocast):
-            fmap: torch.Tensor = encoder.trunk(x)
+            fmap = encoder.trunk(x)
         return fmap.float()
 
 
@@ -685,16 +714,87 @@ def make_queries(
     (query path, index of its original, transform). Unreadable originals are skipped."""
     queries: list[tuple[Path, int, str]] = []
     for i, path in enumerate(originals):
-        try:
-            img = open_upright(path.read_bytes())
-        except (OSError, ValueError, SyntaxError):
-            continue
-        for t in transforms:
-            target = out_dir / t / f"{i:05d}.jpg"
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(near_duplicate(img, t))
-            queries.append((target, i, t))
+        targets = {t: out_dir / t / f"{i:05d}.jpg" for t in transforms}
+        if not all(target.is_file() for target in targets.values()):
+            try:
+                img = open_upright(path.read_bytes())
+            except (OSError, ValueError, SyntaxError):
+                continue
+            for t, target in targets.items():
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(near_duplicate(img, t))
+        queries += [(target, i, t) for t, target in targets.items()]
     return queries
+
+
+# --------------------------------------------------------------------------- vector cache
+
+CACHE_VERSION = 2
+QUERY_VERSION = 2  # bump when the near-duplicate transforms change
+
+
+def _files_key(paths: Sequence[Path], extra: Sequence[Any]) -> str:
+    digest = hashlib.sha256(json.dumps(list(extra)).encode())
+    for path in paths:
+        stat = path.stat()
+        digest.update(f"{path.resolve()}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:24]
+
+
+def cached_embedding(
+    cache: Path,
+    encoder: Encoder,
+    paths: Sequence[Path],
+    preps: Sequence[Prep],
+    poolings: Sequence[str],
+    compute: Callable[[Sequence[Prep]], Embedded],
+) -> Embedded:
+    """`compute(preps)` for the preps not in `cache` yet (one .npz per image set and prep,
+    keyed by model, weights, recipe and the files' paths, sizes and mtimes)."""
+    info = encoder.info
+    files = {
+        prep: cache
+        / "vectors"
+        / (
+            _files_key(
+                paths,
+                [
+                    CACHE_VERSION,
+                    info.model,
+                    info.weights_id,
+                    info.precision,
+                    str(getattr(info, "runtime", "")),
+                    prep.mode,
+                    prep.size,
+                    *poolings,
+                ],
+            )
+            + ".npz"
+        )
+        for prep in preps
+    }
+    missing = [prep for prep, f in files.items() if not f.is_file()]
+    result = compute(missing) if missing else Embedded({}, [])
+    for prep in missing:
+        files[prep].parent.mkdir(parents=True, exist_ok=True)
+        payload: dict[str, Any] = {f"pool_{p}": result.vectors[Recipe(prep, p)] for p in poolings}
+        payload["ok"] = np.asarray(result.ok, dtype=np.int64)
+        payload["seconds"] = np.float64(result.seconds.get(prep, 0.0))
+        payload["failed"] = np.asarray(json.dumps(result.failed))
+        np.savez(files[prep], **payload)
+    for prep in preps:
+        if prep in missing:
+            continue
+        with np.load(files[prep]) as data:
+            ok = [int(i) for i in data["ok"]]
+            if missing and ok != result.ok:  # files changed in between: start again
+                files[prep].unlink()
+                return cached_embedding(cache, encoder, paths, preps, poolings, compute)
+            result.ok, result.failed = ok, json.loads(str(data["failed"]))
+            result.seconds[prep] = float(data["seconds"])
+            for p in poolings:
+                result.vectors[Recipe(prep, p)] = data[f"pool_{p}"].astype(np.float32)
+    return result
 
 
 # --------------------------------------------------------------------------- evaluation
@@ -712,6 +812,7 @@ class EvalOptions:
     resize_modes: tuple[str, ...] = tuple(RESIZE_MODES)
     poolings: tuple[str, ...] = POOLINGS
     whiten: int = 128  # PCA-whitening dimension for --compare; 0: off
+    cache: Path | None = None  # --compare: keep vectors (and generated queries) here
     progress: Callable[[str, int], Callable[[int], None]] | None = None
 
 
@@ -749,22 +850,31 @@ def run_evaluation(settings: Settings, options: EvalOptions) -> dict[str, Any]:
         tick = options.progress(what, len(paths)) if options.progress else None
         if not options.compare:
             return embed_service(encoder, settings, paths, progress=tick)
-        return embed_grid(
-            encoder,
-            paths,
-            preps,
-            poolings,
-            max_pixels=settings.max_image_pixels,
-            batch_size=settings.batch_size,
-            threads=settings.decode_threads,
-            progress=tick,
-        )
+
+        def compute(todo: Sequence[Prep]) -> Embedded:
+            return embed_grid(
+                encoder,
+                paths,
+                todo,
+                poolings,
+                max_pixels=settings.max_image_pixels,
+                batch_size=settings.batch_size,
+                threads=settings.decode_threads,
+                progress=tick,
+            )
+
+        if options.cache is None:
+            return compute(preps)
+        return cached_embedding(options.cache, encoder, paths, preps, poolings, compute)
 
     report: dict[str, Any] = {
         "model": settings.model,
         "weights": settings.weights,
         "weights_id": encoder.info.weights_id,
         "random_weights": encoder.info.random_weights,
+        "device": encoder.info.device,
+        "precision": encoder.info.precision,
+        "runtime": str(getattr(encoder.info, "runtime", "eager")),
         "service_recipe": encoder.info.recipe,
         "search": "exact cosine similarity in memory (numpy), equivalent to Milvus FLAT/COSINE",
         "k": k,
@@ -796,7 +906,11 @@ def run_evaluation(settings: Settings, options: EvalOptions) -> dict[str, Any]:
         with tempfile.TemporaryDirectory(prefix="picsearch-eval-") as tmp:
             db = embed(originals, "originals")
             sources = sample(db.ok, options.dup_queries or None, SAMPLE_SEED + 1)
-            made = make_queries([originals[i] for i in sources], Path(tmp))
+            chosen = [originals[i] for i in sources]
+            query_dir = Path(tmp)
+            if options.cache is not None:  # same queries (same files) next time
+                query_dir = options.cache / f"queries-{_files_key(chosen, [QUERY_VERSION])}"
+            made = make_queries(chosen, query_dir)
             qemb = embed([q for q, _, _ in made], "near-duplicate queries")
         position = {orig: row for row, orig in enumerate(db.ok)}
         targets = [position[sources[made[i][1]]] for i in qemb.ok]
@@ -811,7 +925,7 @@ def run_evaluation(settings: Settings, options: EvalOptions) -> dict[str, Any]:
             "indexed": len(db.ok),
             "query_sources": len(sources),
             "queries": len(qemb.ok),
-            "transforms": list(DUP_TRANSFORMS),
+            "transforms": {t: TRANSFORM_NOTES[t] for t in DUP_TRANSFORMS},
             "failed": {**db.failed, **qemb.failed},
         }
 
@@ -853,8 +967,8 @@ def run_evaluation(settings: Settings, options: EvalOptions) -> dict[str, Any]:
                 rows[recipe] = evaluate(recipe)
         if options.whiten > 0:
             ranked = sorted(rows, key=lambda r: _score(rows[r], k), reverse=True)
-            chosen = dict.fromkeys([*ranked[:WHITEN_CANDIDATES], current, seed])
-            for base in chosen:
+            candidates = dict.fromkeys([*ranked[:WHITEN_CANDIDATES], current, seed])
+            for base in candidates:
                 recipe = Recipe(base.prep, base.pooling, options.whiten)
                 rows[recipe] = evaluate(recipe)
     ordered = sorted(rows.values(), key=lambda r: _score(r, k), reverse=True)
@@ -892,7 +1006,8 @@ def render_tables(report: dict[str, Any], compare: bool) -> list[Any]:
     k = report["k"]
     names = metric_names(k)
     out: list[Any] = [
-        f"model {report['model']}, weights {report['weights_id']}"
+        f"model {report['model']}, weights {report['weights_id']}, {report['device']} "
+        f"{report['precision']}"
         + (" [yellow](RANDOM: not meaningful)[/yellow]" if report["random_weights"] else "")
         + f"; {report['search']}; numbers in %"
     ]
@@ -936,7 +1051,7 @@ def render_tables(report: dict[str, Any], compare: bool) -> list[Any]:
         return out
 
     table = Table(title="recipes, best first")
-    table.add_column("recipe")
+    table.add_column("recipe", no_wrap=True)
     if has_lab:
         for n in names:
             table.add_column(n, justify="right")
@@ -1053,6 +1168,15 @@ def register(cli: typer.Typer) -> None:
                 help="--compare: PCA-whitening dimension for the best recipes (0: off).",
             ),
         ] = 128,
+        cache: Annotated[
+            Path | None,
+            typer.Option(
+                "--cache",
+                help="--compare: keep vectors and generated queries in this folder and reuse "
+                "them on the next run.",
+                file_okay=False,
+            ),
+        ] = None,
         as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     ) -> None:
         """Measure retrieval quality: mAP@k, precision@1/@10, recall@k on a labelled folder;
@@ -1108,6 +1232,7 @@ def register(cli: typer.Typer) -> None:
                 resize_modes=csv(resize, list(RESIZE_MODES), "--resize"),
                 poolings=csv(pooling, POOLINGS, "--pooling"),
                 whiten=whiten,
+                cache=cache,
                 progress=progress,
             )
             report = _rounded(run_evaluation(settings, options))
@@ -1115,5 +1240,7 @@ def register(cli: typer.Typer) -> None:
             typer.echo(json.dumps(report, indent=2, ensure_ascii=False))
             return
         console = Console()
+        if not console.is_terminal:  # a file or pipe: wide enough for the recipe table
+            console = Console(width=160)
         for item in render_tables(report, compare):
             console.print(item)
