@@ -1,0 +1,314 @@
+"""`picsearch bench` and the fast inference path: agreement with the naive fp32 reference,
+report fields, the index-only mode against a temporary Milvus Lite, precision selection and
+the batched JPEG decoder's CPU fallback. No timing assertions: the machine is shared."""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+import typer
+from rich.console import Console
+from typer.testing import CliRunner
+
+from app.bench import (
+    NaiveEncoder,
+    naive_decode,
+    percentile,
+    prepare_images,
+    register,
+    render,
+    top_k_overlap,
+)
+from app.core.config import ModelName, Precision, Settings, get_settings
+from app.ml import encoder as encoder_module
+from app.ml.encoder import (
+    CastConv2d,
+    Encoder,
+    PackedConv2d,
+    build_backbone,
+    convert_trunk,
+    cpu_has_native_bf16,
+    decode_batch,
+    lower_precision,
+    pick_dtype,
+    pool_features,
+)
+from app.ml.imageio import ImageDecodeError, decode_image
+from tests.imagegen import distinct_image, jpeg_bytes
+
+CPU = torch.device("cpu")
+CPUINFO = "processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f {extra}\nmodel name\t: x\n"
+
+
+def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.asarray((a * b).sum(axis=1))
+
+
+@pytest.fixture
+def photos(tmp_path: Path) -> Path:
+    folder = tmp_path / "photos" / "nested"
+    folder.mkdir(parents=True)
+    for seed in range(5):
+        (folder / f"p{seed}.jpg").write_bytes(jpeg_bytes(distinct_image(seed, (400, 300)), 90))
+    (folder / "notes.txt").write_text("not an image")
+    return folder.parent
+
+
+@pytest.fixture
+def bench_cli(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[typer.Typer]:
+    """A CLI with only `bench`, on settings that ignore the caller's environment."""
+    for key in ("MILVUS_URI", "MODEL", "WEIGHTS", "PRECISION", "DEVICE", "BATCH_SIZE"):
+        monkeypatch.delenv(f"PICSEARCH_{key}", raising=False)
+    monkeypatch.setenv("PICSEARCH_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("PICSEARCH_TORCH_THREADS", "2")
+    get_settings.cache_clear()
+    app = typer.Typer()
+
+    @app.callback()
+    def main() -> None:
+        """Test app."""
+
+    register(app)
+    yield app
+    get_settings.cache_clear()
+
+
+def run_json(app: typer.Typer, *args: str) -> dict[str, Any]:
+    result = CliRunner().invoke(app, ["bench", *args, "--json"])
+    assert result.exit_code == 0, result.output
+    start = result.stdout.index("{")
+    report: dict[str, Any] = json.loads(result.stdout[start:])
+    return report
+
+
+def rendered(report: dict[str, Any]) -> str:
+    console = Console(file=io.StringIO(), width=200)
+    for table in render(report):
+        console.print(table)
+    assert isinstance(console.file, io.StringIO)
+    return console.file.getvalue()
+
+
+# -- our fast path vs. the naive fp32 reference ----------------------------------------------
+@pytest.mark.parametrize(("model", "precision"), [("vgg16", "bf16"), ("mobilenet_v2", "bf16")])
+def test_fast_path_vectors_match_naive_fp32_reference(
+    model: ModelName, precision: Precision
+) -> None:
+    settings = Settings(model=model, weights="random", device="cpu", precision=precision)
+    datas = [jpeg_bytes(distinct_image(seed, (640, 480)), 85) for seed in (11, 12, 13)]
+    fast = Encoder(settings)
+    ours = fast.embed(np.stack([decode_image(d, size=224, max_pixels=10**8).pixels for d in datas]))
+    naive = NaiveEncoder(settings)
+    ref = np.stack([naive.embed_one(naive_decode(d, 224)) for d in datas])
+    assert fast.info.precision == "bfloat16"
+    assert cosines(ours, ref).min() >= 0.999
+
+
+def test_cpu_vectors_do_not_depend_on_the_batch() -> None:
+    enc = Encoder(Settings(model="vgg16", weights="random", device="cpu", precision="bf16"))
+    assert enc.micro_batch == 1
+    pixels = np.stack(
+        [
+            decode_image(jpeg_bytes(distinct_image(s)), size=224, max_pixels=10**8).pixels
+            for s in (1, 2, 3)
+        ]
+    )
+    together = enc.embed(pixels)
+    alone = np.concatenate([enc.embed(pixels[i : i + 1]) for i in range(3)])
+    assert np.array_equal(together, alone)  # VGG16 runs one image per forward pass on CPU
+
+
+# -- precision selection ------------------------------------------------------------------------
+def test_native_bf16_is_read_from_cpu_flags() -> None:
+    assert cpu_has_native_bf16(CPUINFO.format(extra="avx512_bf16"))
+    assert cpu_has_native_bf16(CPUINFO.format(extra="amx_tile amx_bf16"))
+    assert not cpu_has_native_bf16(CPUINFO.format(extra="avx512bw"))
+    assert not cpu_has_native_bf16("")
+    assert isinstance(cpu_has_native_bf16(), bool)  # this machine's /proc/cpuinfo
+
+
+def test_auto_precision_picks_bf16_only_where_it_pays() -> None:
+    cuda = torch.device("cuda")
+    assert pick_dtype("auto", cuda) == torch.float16
+    assert pick_dtype("auto", CPU, "vgg16", native_bf16=True) == torch.bfloat16
+    assert pick_dtype("auto", CPU, "vgg16", native_bf16=False) == torch.float32
+    # MobileNetV2 is bound by its depthwise convolutions: bf16 gains nothing there
+    assert pick_dtype("auto", CPU, "mobilenet_v2", native_bf16=True) == torch.float32
+    assert pick_dtype("fp32", CPU, "vgg16", native_bf16=True) == torch.float32
+    assert pick_dtype("bf16", CPU, "mobilenet_v2", native_bf16=False) == torch.bfloat16
+
+
+def test_auto_precision_on_this_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(encoder_module, "cpu_has_native_bf16", lambda cpuinfo=None: False)
+    enc = Encoder(Settings(model="mobilenet_v2", weights="random", device="cpu"))
+    assert enc.info.precision == "float32"
+
+
+def test_lower_precision_keeps_depthwise_convs_in_fp32() -> None:
+    trunk = build_backbone("mobilenet_v2", None)
+    low = lower_precision(trunk, torch.bfloat16, pack=False, image_size=64)
+    casts = [m for m in low.modules() if isinstance(m, CastConv2d)]
+    assert {m.dtype for m in casts if m.conv.groups > 1} == {torch.float32}
+    assert {m.dtype for m in casts if m.conv.groups == 1} == {torch.bfloat16}
+    convs = sum(isinstance(m, torch.nn.Conv2d) for m in trunk.modules())
+    assert len(casts) == convs  # every convolution converted
+    x = torch.randn(2, 3, 64, 64)
+    with torch.inference_mode():
+        want = pool_features(trunk(x), "gem")
+        got = pool_features(low(x), "gem")
+    assert torch.nn.functional.cosine_similarity(want, got).min() > 0.99
+    assert next(trunk.parameters()).dtype == torch.float32  # the original is untouched
+
+
+def test_prepacked_convolutions_or_a_clean_fallback(monkeypatch: pytest.MonkeyPatch) -> None:
+    trunk = build_backbone("vgg16", None)
+    model, runtime = convert_trunk(trunk, torch.bfloat16, 64, "gem")
+    if encoder_module.can_pack():
+        assert runtime == "onednn-prepacked"
+        assert any(isinstance(m, PackedConv2d) for m in model.modules())
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("no such op")
+
+    monkeypatch.setattr(PackedConv2d, "__init__", broken)
+    model, runtime = convert_trunk(trunk, torch.bfloat16, 64, "gem")
+    assert runtime == "eager"
+    assert not any(isinstance(m, PackedConv2d) for m in model.modules())
+
+
+# -- batched JPEG decoding (nvJPEG on CUDA) and its CPU fallback ------------------------------
+def test_decode_batch_matches_pil_decoding_and_falls_back_per_file() -> None:
+    png = io.BytesIO()
+    distinct_image(22).save(png, format="PNG")
+    datas = [
+        jpeg_bytes(distinct_image(21, (640, 480)), 90),
+        png.getvalue(),
+        b"\xff\xd8\xff\xe0" + bytes(200),  # corrupt JPEG: fails the batched call
+        jpeg_bytes(distinct_image(23, (300, 500)), 90),
+        jpeg_bytes(distinct_image(24).convert("CMYK"), 90),  # CMYK: not batchable
+    ]
+    results = decode_batch(datas, size=224, max_pixels=10**8, device=CPU, batched=True)
+    assert isinstance(results[2], ImageDecodeError)
+    pixels = [r for r in results if isinstance(r, torch.Tensor)]
+    assert len(pixels) == 4
+    assert all(p.shape == (224, 224, 3) and p.dtype == torch.uint8 for p in pixels)
+    reference = [
+        decode_image(d, size=224, max_pixels=10**8).pixels for i, d in enumerate(datas) if i != 2
+    ]
+    for got, want in zip(pixels, reference, strict=True):
+        assert np.abs(got.numpy().astype(int) - want.astype(int)).mean() < 4
+
+    # a good batch goes through torchvision's decoder in one call
+    good = [datas[0], datas[3]]
+    batched = decode_batch(good, size=224, max_pixels=10**8, device=CPU, batched=True)
+    plain = decode_batch(good, size=224, max_pixels=10**8, device=CPU)  # CPU default: PIL
+    enc = Encoder(Settings(model="mobilenet_v2", weights="random", device="cpu"))
+    a = enc.embed(torch.stack([t for t in batched if isinstance(t, torch.Tensor)]))
+    b = enc.embed(torch.stack([t for t in plain if isinstance(t, torch.Tensor)]))
+    assert cosines(a, b).min() > 0.99
+    first = plain[0]
+    assert isinstance(first, torch.Tensor)
+    assert np.array_equal(first.numpy(), decode_image(good[0], size=224, max_pixels=10**8).pixels)
+
+
+def test_embed_rejects_wrong_shapes_and_dtypes() -> None:
+    enc = Encoder(Settings(model="mobilenet_v2", weights="random", device="cpu"))
+    with pytest.raises(ValueError, match="uint8"):
+        enc.embed(np.zeros((1, 32, 32, 3), np.float32))
+    with pytest.raises(ValueError, match="expected"):
+        enc.embed(np.zeros((32, 32, 3), np.uint8))
+    assert enc.embed(np.zeros((0, 32, 32, 3), np.uint8)).shape == (0, 1280)
+
+
+# -- bench helpers and the command ------------------------------------------------------------
+def test_images_are_sampled_or_repeated_to_n(photos: Path, tmp_path: Path) -> None:
+    repeated = prepare_images(photos, 12, tmp_path / "rep")
+    assert len(repeated) == 12 and len({p.name for p in repeated}) == 12
+    assert repeated[0].read_bytes() == repeated[5].read_bytes()  # cycled through 5 photos
+    sampled = prepare_images(photos, 3, tmp_path / "sample")
+    assert len({p.read_bytes() for p in sampled}) == 3
+
+
+def test_percentile_and_top_k_overlap() -> None:
+    assert percentile([3.0, 1.0, 2.0], 50) == 2.0
+    assert percentile([0.0, 10.0], 99) == pytest.approx(9.9)
+    vectors = np.random.default_rng(0).normal(size=(30, 8)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    assert top_k_overlap(vectors, vectors) == 1.0
+    shuffled = np.random.default_rng(1).normal(size=(30, 8)).astype(np.float32)
+    assert top_k_overlap(vectors, shuffled) < 0.8
+
+
+def test_ingest_report_has_every_figure(bench_cli: typer.Typer, photos: Path) -> None:
+    report = run_json(
+        bench_cli,
+        "--images", str(photos), "-n", "7", "--model", "mobilenet_v2",
+        "--batch-size", "4", "--repeat", "1", "--queries", "3",
+    )  # fmt: skip
+    assert report["mode"] == "ingest"
+    config = report["config"]
+    assert config["count"] == 7 and config["image_size"] == 224
+    assert config["milvus"].startswith("milvus-lite") and config["precision"] == "float32"
+    for side in ("ours", "naive"):
+        assert set(report[side]) == {
+            "images_per_s", "seconds", "decode", "embed", "write", "other"
+        }  # fmt: skip
+        assert report[side]["images_per_s"] > 0
+    assert report["speedup"] > 0
+    flops = report["model_flops"]
+    assert 0.2 < flops["gmac_per_image"] < 0.4  # MobileNetV2 features at 224²: ~0.3 GMAC
+    assert "float32" in flops["peak_gflops"] and flops["ours_gflops"] > 0
+    search = report["search"]
+    assert search["collection_size"] == 7
+    assert search["query_p50_ms"] <= search["query_p99_ms"]
+    assert {"search_p50_ms", "search_p99_ms", "embed_p50_ms"} <= set(search)
+    quality = report["vectors_vs_naive_fp32"]
+    assert quality["cosine_min"] >= 0.999 and quality["top10_overlap"] > 0.5
+    text = rendered(report)
+    assert "images/s end to end" in text and "top-10 overlap" in text
+
+
+def test_index_only_mode_at_a_tiny_size(bench_cli: typer.Typer) -> None:
+    report = run_json(
+        bench_cli,
+        "--index-only", "--sizes", "500", "--model", "mobilenet_v2",
+        "--repeat", "1", "--queries", "5",
+    )  # fmt: skip
+    assert report["mode"] == "index" and report["config"]["dim"] == 1280
+    (row,) = report["results"]
+    assert row["backend"] == "milvus-lite" and row["size"] == 500
+    assert row["index_type"] == "FLAT" and row["insert_vectors_per_s"] > 0
+    assert row["search_p50_ms"] <= row["search_p99_ms"]
+    assert row["recall_at_10"] >= 0.99 and row["index_ready_s"] >= 0  # FLAT is exact
+    assert row["query_p50_ms"] >= row["embed_p50_ms"] > 0
+    assert "500" in rendered(report)
+
+
+def test_bench_without_images_fails_cleanly(bench_cli: typer.Typer, tmp_path: Path) -> None:
+    result = CliRunner().invoke(bench_cli, ["bench", "--images", str(tmp_path), "-n", "2"])
+    assert result.exit_code == 1
+    assert "no image files" in result.output
+
+
+# -- CUDA (skipped without a device) ----------------------------------------------------------
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_cuda_fast_path_and_nvjpeg_decoding_match_cpu() -> None:
+    cuda = torch.device("cuda")
+    datas = [jpeg_bytes(distinct_image(s, (640, 480)), 90) for s in (31, 32, 33)]
+    on_gpu = decode_batch(datas, size=224, max_pixels=10**8, device=cuda)
+    assert all(isinstance(t, torch.Tensor) and t.device.type == "cuda" for t in on_gpu)
+    gpu = Encoder(Settings(weights="random", device="cuda", precision="auto"), compile=False)
+    assert gpu.info.precision == "float16" and torch.backends.cudnn.benchmark
+    cpu = Encoder(Settings(weights="random", device="cpu", precision="fp32"))
+    pixels = np.stack([decode_image(d, size=224, max_pixels=10**8).pixels for d in datas])
+    assert cosines(gpu.embed(pixels), cpu.embed(pixels)).min() > 0.999
+    stacked = torch.stack([t for t in on_gpu if isinstance(t, torch.Tensor)])
+    assert cosines(gpu.embed(stacked), cpu.embed(pixels)).min() > 0.99
