@@ -86,6 +86,7 @@ class Settings(BaseSettings):
     hnsw_m: int = 16
     hnsw_ef_construction: int = 200
     search_ef: int = 128
+    search_nprobe: int = Field(default=32, ge=1, description="IVF lists probed per search.")
 
     # Model
     model: ModelName = "vgg16"

@@ -328,8 +328,11 @@ class VectorStore:
         """Nearest vectors by cosine, best first; optionally only under `folder`."""
         self.ensure_collection()
         params: dict[str, Any] = {"metric_type": "COSINE"}
-        if self.settings.effective_index_type == "HNSW":
+        index_type = self.settings.effective_index_type
+        if index_type == "HNSW":
             params["params"] = {"ef": max(self.settings.search_ef, top_k)}
+        elif index_type == "IVF_FLAT":
+            params["params"] = {"nprobe": self.settings.search_nprobe}
         clauses = []
         if exclude_id:
             clauses.append(f"id != {_quote(exclude_id)}")
