@@ -119,6 +119,20 @@ def _like_escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
+def _prefix_filter(prefix: str) -> str:
+    """A `path like` filter matching at least every path under `prefix`.
+
+    Milvus string literals cannot hold control characters (a newline is legal in a Linux
+    file name), so the pattern stops before the first one; callers re-check the prefix.
+    """
+    safe = prefix
+    for index, char in enumerate(prefix):
+        if ord(char) < 32 or ord(char) == 127:
+            safe = prefix[:index]
+            break
+    return f"path like {_quote(_like_escape(safe) + '%')}"
+
+
 def folder_prefix(folder: str) -> str:
     """`/a/b` -> `/a/b/`: matches files below the folder, not `/a/bc`."""
     try:
@@ -338,7 +352,7 @@ class VectorStore:
             clauses.append(f"id != {_quote(exclude_id)}")
         prefix = folder_prefix(folder) if folder else None
         if prefix:
-            clauses.append(f"path like {_quote(_like_escape(prefix) + '%')}")
+            clauses.append(_prefix_filter(prefix))
         res = self._call(
             "search",
             lambda c: c.search(
@@ -373,7 +387,7 @@ class VectorStore:
         """id -> path of every row whose file lies under `folder`."""
         self.ensure_collection()
         prefix = folder_prefix(folder)
-        flt = f"path like {_quote(_like_escape(prefix) + '%')}"
+        flt = _prefix_filter(prefix)
         out: dict[str, str] = {}
         iterator = self._call(
             "query_iterator",

@@ -28,6 +28,7 @@ from app.ml.imageio import ImageDecodeError, decode_image
 router = APIRouter(prefix="/api/v1", tags=["search"], responses=ERROR_RESPONSES)
 
 NOT_AN_IMAGE = ("empty file", "not an image", "unsupported image format")
+SCORE_DECIMALS = 6
 COLLAPSE_OVERFETCH = 4  # candidates fetched per wanted result when collapsing duplicates
 
 
@@ -68,7 +69,8 @@ def shape_results(
     results: list[SearchResult] = []
     by_hash: dict[str, SearchResult] = {}
     for hit in hits:
-        if options.min_score is not None and hit.score < options.min_score:
+        score = round(hit.score, SCORE_DECIMALS)  # compare what the client sees
+        if options.min_score is not None and score < options.min_score:
             break  # hits come best first
         if options.collapse_duplicates and hit.content_hash in by_hash:
             by_hash[hit.content_hash].duplicates.append(DuplicateImage(id=hit.id, path=hit.path))
@@ -79,7 +81,7 @@ def shape_results(
         result = SearchResult(
             id=hit.id,
             path=hit.path,
-            score=round(hit.score, 6),
+            score=score,
             image_url=image_url,
             thumbnail_url=thumbnail_url,
         )
