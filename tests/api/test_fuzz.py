@@ -51,7 +51,7 @@ def fuzzer(operation: Any, base_url: str, excluded: list[Any]) -> Callable[[], N
     """A Hypothesis test sending ~25 generated requests to one operation."""
 
     @given(case=operation.as_strategy())
-    # Derandomized: CI replays the same examples every run (run with a seed to explore).
+    # Derandomized: CI replays the same examples every run (set it False to explore).
     @settings(
         max_examples=25, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True
     )
