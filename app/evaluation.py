@@ -522,26 +522,8 @@ class Embedded:
 
 
 def feature_maps(encoder: Encoder, pixels: np.ndarray) -> torch.Tensor:
-    """The trunk's (N, C, H, W) float32 map, computed as Encoder.embed computes it."""
-    import torch
-
-    from app.ml.encoder import IMAGENET_MEAN, IMAGENET_STD
-
-    service_path = getattr(encoder, "feature_map", None)  # the encoder's own, when it has one
-    if service_path is not None:
-        fmap: torch.Tensor = service_path(np.ascontiguousarray(pixels))
-        return fmap
-    with torch.inference_mode():
-        shape = (1, 3, 1, 1)
-        mean = torch.tensor(IMAGENET_MEAN, device=encoder.device).view(shape) * 255
-        std = torch.tensor(IMAGENET_STD, device=encoder.device).view(shape) * 255
-        x = torch.from_numpy(np.ascontiguousarray(pixels)).to(encoder.device)
-        x = x.permute(0, 3, 1, 2).float()
-        x = ((x - mean) / std).contiguous(memory_format=torch.channels_last)
-        autocast = encoder.dtype != torch.float32
-        with torch.autocast(encoder.device.type, dtype=encoder.dtype, enabled=autocast):
-            fmap = encoder.trunk(x)
-        return fmap.float()
+    """The trunk's (N, C, H, W) float32 map, computed exactly as Encoder.embed computes it."""
+    return encoder.feature_map(np.ascontiguousarray(pixels))
 
 
 def _grid_vectors(

@@ -164,16 +164,15 @@ class JobStore:
     ) -> bool:
         """Move to `new` unless the current state is in `unless`. True if it moved."""
         moved = self._transition(keys=[self.key(job_id)], args=[new.value, *unless])
-        if moved == 1:
-            stamp = "finished_at" if new.terminal else None
-            if new in (JobState.scanning,):
-                stamp = "scan_started_at"
-            if new is JobState.embedding:
-                stamp = "started_at"
-            if stamp:
-                self.r.hset(self.key(job_id), stamp, time.time())
-            return True
-        return False
+        if moved != 1:
+            return False
+        # started_at (for images/s and ETA) counts from embedding, not from the folder walk.
+        stamp = (
+            "finished_at" if new.terminal else "started_at" if new is JobState.embedding else None
+        )
+        if stamp:
+            self.r.hset(self.key(job_id), stamp, time.time())
+        return True
 
     def set_fields(self, job_id: str, **values: str | int | float) -> None:
         pipe = self.r.pipeline()

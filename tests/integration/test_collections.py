@@ -101,7 +101,7 @@ def test_delete_by_id_and_by_folder_keep_counts_exact(stack: RunningStack) -> No
         by_folder = client.delete("/api/v1/images", params={"folder": str(root / "drop")})
         assert by_folder.json()["deleted"] == 4
         assert _count(client) == before - 5
-        assert all(drop[0].exists() for _ in [0])  # files on disk are never touched
+        assert all(path.exists() for path in keep + drop)  # files on disk are never touched
 
 
 def test_reload_with_prune_removes_vanished_files(stack: RunningStack) -> None:
