@@ -110,11 +110,23 @@ class _Clock:
 
 
 # -- images -----------------------------------------------------------------------------------
-def prepare_images(source: Path, count: int, dest: Path) -> list[Path]:
+def reencode(src: Path, target: Path, max_side: int) -> None:
+    """`src` as an upright RGB JPEG (quality 90) whose longer side is at most `max_side`."""
+    from PIL import Image, ImageOps
+
+    with Image.open(src) as img:
+        rgb = ImageOps.exif_transpose(img).convert("RGB")
+    rgb.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
+    rgb.save(target, format="JPEG", quality=90)
+
+
+def prepare_images(source: Path, count: int, dest: Path, max_side: int | None = None) -> list[Path]:
     """`count` image files in `dest`: `source`'s images evenly sampled, or repeated cyclically.
 
     Repeats are hard links (copies across file systems) under distinct names, so each is its
-    own image to the pipeline. All files are read once so both paths start from a warm cache.
+    own image to the pipeline. With `max_side`, each picked photo is first re-encoded as a
+    JPEG of at most that many pixels a side (500: PASCAL VOC's size), in a sibling folder.
+    All files are read once so both paths start from a warm cache.
     """
     from app.ml.imageio import has_image_extension
 
@@ -129,6 +141,14 @@ def prepare_images(source: Path, count: int, dest: Path) -> list[Path]:
     else:
         picks = [found[i % len(found)] for i in range(count)]
     dest.mkdir(parents=True, exist_ok=True)
+    if max_side is not None:
+        resized = dest.parent / f"{dest.name}-max{max_side}"
+        resized.mkdir(exist_ok=True)
+        made_for: dict[Path, Path] = {}
+        for src in dict.fromkeys(picks):
+            made_for[src] = resized / f"{len(made_for):06d}.jpg"
+            reencode(src, made_for[src], max_side)
+        picks = [made_for[src] for src in picks]
     made = []
     for i, src in enumerate(picks):
         target = dest / f"{i:06d}{src.suffix.lower()}"
@@ -172,18 +192,26 @@ def naive_decode(data: bytes, size: int) -> np.ndarray:
 
 
 class NaiveEncoder:
-    """The seed's inference: the plain eager fp32 trunk (NCHW), one image per call."""
+    """The seed's inference: the plain eager fp32 trunk (NCHW), one image per call, on the
+    configured device (the seed's Keras used a GPU where it found one)."""
 
     def __init__(self, settings: Settings) -> None:
         import torch
 
-        from app.ml.encoder import IMAGENET_MEAN, IMAGENET_STD, build_backbone, resolve_weights
+        from app.ml.encoder import (
+            IMAGENET_MEAN,
+            IMAGENET_STD,
+            build_backbone,
+            pick_device,
+            resolve_weights,
+        )
 
         state, _ = resolve_weights(settings)
-        self.trunk = build_backbone(settings.model, state)
+        self.device = pick_device(settings.device)
+        self.trunk = build_backbone(settings.model, state).to(self.device)
         self.pooling = settings.pooling
-        self._mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-        self._std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+        self._mean = torch.tensor(IMAGENET_MEAN, device=self.device).view(1, 3, 1, 1)
+        self._std = torch.tensor(IMAGENET_STD, device=self.device).view(1, 3, 1, 1)
 
     def embed_one(self, pixels: np.ndarray) -> np.ndarray:
         import torch
@@ -192,10 +220,10 @@ class NaiveEncoder:
 
         with torch.inference_mode():
             x = torch.from_numpy(pixels.copy()).permute(2, 0, 1).contiguous()
-            x = x.unsqueeze(0).float() / 255  # what ToTensor() gives: contiguous NCHW
+            x = x.unsqueeze(0).to(self.device).float() / 255  # ToTensor(): contiguous NCHW
             fmap = self.trunk((x - self._mean) / self._std)
             vector = torch.nn.functional.normalize(pool_features(fmap, self.pooling), dim=1)
-            return vector[0].numpy()
+            return vector[0].cpu().numpy()
 
 
 # -- runs -------------------------------------------------------------------------------------
@@ -245,7 +273,7 @@ def run_ours(settings: Settings, encoder: Encoder, folder: Path, store: VectorSt
     found = scan_folder(folder, [folder])
     runner = ChunkRunner(settings, encoder, store, job_id="bench")
     indexed = 0
-    for chunk in chunked(found.files, settings.chunk_size):
+    for chunk in chunked(found.files, settings.chunk_size_for(encoder.device.type)):
         indexed += runner.run(chunk, sink).indexed
     flushed = time.perf_counter()
     store.flush()  # as the job's finalize step does: durable, and searched at full speed
@@ -265,10 +293,10 @@ def run_ours(settings: Settings, encoder: Encoder, folder: Path, store: VectorSt
 
 
 def run_naive(
-    settings: Settings, naive: NaiveEncoder, folder: Path, store: VectorStore
+    settings: Settings, naive: NaiveEncoder, folder: Path, store: VectorStore, limit: int
 ) -> tuple[IngestRun, dict[str, np.ndarray]]:
     """The seed's loop: for each file, read, full decode, embed alone, upsert alone; then
-    one flush, as our pipeline's job does at its end."""
+    one flush, as our pipeline's job does at its end. Only the first `limit` files."""
     import hashlib
 
     from app.core.vectorstore import ImageRow, image_id
@@ -278,7 +306,7 @@ def run_naive(
     vectors: dict[str, np.ndarray] = {}
     start = time.perf_counter()
     with clock("other"):
-        paths = sorted(p for p in folder.rglob("*") if has_image_extension(p.name))
+        paths = sorted(p for p in folder.rglob("*") if has_image_extension(p.name))[:limit]
     for path in paths:
         with clock("decode"):
             resolved = str(path.resolve())
@@ -435,7 +463,8 @@ def count_macs(trunk: torch.nn.Module, image_size: int) -> float:
     handles = [m.register_forward_hook(hook) for m in convs]
     try:
         with torch.inference_mode():
-            trunk(torch.zeros(1, 3, image_size, image_size))
+            device = next(trunk.parameters()).device
+            trunk(torch.zeros(1, 3, image_size, image_size, device=device))
     finally:
         for handle in handles:
             handle.remove()
@@ -570,6 +599,8 @@ class BenchOptions:
     sizes: list[int] = field(default_factory=lambda: [10_000, 100_000])
     compile: bool = False
     index_type: str | None = None
+    max_side: int | None = None
+    naive_count: int | None = None
 
 
 def _model_settings(base: Settings, opts: BenchOptions, **extra: Any) -> Settings:
@@ -584,7 +615,8 @@ def _model_settings(base: Settings, opts: BenchOptions, **extra: Any) -> Setting
 def _warm(encoder: Encoder, settings: Settings, count: int) -> None:
     import numpy as np
 
-    shapes = {min(settings.batch_size, count), count % settings.batch_size, 1} - {0}
+    size = settings.batch_size_for(encoder.device.type)
+    shapes = {min(size, count), count % size, 1} - {0}
     for n in sorted(shapes):
         encoder.embed(np.zeros((n, settings.image_size, settings.image_size, 3), np.uint8))
 
@@ -603,10 +635,11 @@ def bench_ingest(
     with tempfile.TemporaryDirectory(prefix="picsearch-bench-") as tmp:
         work = Path(tmp)
         folder = (work / "images").resolve()
-        files = prepare_images(opts.images, opts.count, folder)
+        files = prepare_images(opts.images, opts.count, folder, opts.max_side)
+        naive_count = min(opts.naive_count or len(files), len(files))
         settings = _model_settings(base, opts, image_roots=[folder], data_dir=work)
         say(f"{len(files)} images from {opts.images}; building {settings.model} encoders")
-        encoder = Encoder(settings, compile=opts.compile)
+        encoder = Encoder(settings, compile=opts.compile or settings.torch_compile)
         naive = NaiveEncoder(settings)
         _warm(encoder, settings, len(files))
         naive.embed_one(np.zeros((settings.image_size, settings.image_size, 3), np.uint8))
@@ -627,7 +660,9 @@ def bench_ingest(
                         reset_store(ours_store)
                         reset_store(naive_store)
                     ours_runs.append(run_ours(settings, encoder, folder, ours_store))
-                    naive_run, naive_vectors = run_naive(settings, naive, folder, naive_store)
+                    naive_run, naive_vectors = run_naive(
+                        settings, naive, folder, naive_store, naive_count
+                    )
                     naive_runs.append(naive_run)
                     say(
                         f"run {r + 1}/{opts.repeat}: ours {ours_runs[-1].rate:.2f} img/s, "
@@ -654,7 +689,7 @@ def bench_ingest(
     ref = median_dict([run.figures() for run in naive_runs])
     gmac = macs / 1e9
     ours_gflops = 2 * gmac * len(files) / ours["embed"]
-    naive_gflops = 2 * gmac * len(files) / ref["embed"]
+    naive_gflops = 2 * gmac * naive_count / ref["embed"]
     precision = encoder.info.precision
     return {
         "mode": "ingest",
@@ -666,8 +701,12 @@ def bench_ingest(
             "device": encoder.info.device,
             "precision": precision,
             "runtime": encoder.info.runtime,
-            "batch_size": settings.batch_size,
-            "decode_threads": settings.decode_threads,
+            "naive_count": naive_count,
+            "max_side": opts.max_side,
+            "batch_size": settings.batch_size_for(encoder.device.type),
+            "chunk_size": settings.chunk_size_for(encoder.device.type),
+            "decode_threads": settings.effective_decode_threads,
+            "gpu_decode": encoder.device.type == "cuda" and settings.gpu_decode,
             "torch_threads": torch.get_num_threads(),
             "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "default"),
             "image_size": settings.image_size,
@@ -899,15 +938,19 @@ def render(report: dict[str, Any]) -> list[Any]:
 
     ours, ref, flops = report["ours"], report["naive"], report["model_flops"]
     main = Table(
-        title=f"Ingest: {cfg['count']} images, {cfg['model']} ({cfg['weights']}), "
-        f"medians of {cfg['repeat']} runs"
+        title=f"Ingest: {cfg['count']:,} images"
+        + (f" (re-encoded at most {cfg['max_side']} px a side)" if cfg["max_side"] else "")
+        + f", {cfg['model']} ({cfg['weights']}), medians of {cfg['repeat']} runs"
     )
     main.add_column("")
     main.add_column(
         f"ours ({cfg['device']} {cfg['precision']} {cfg['runtime']}, batch {cfg['batch_size']})",
         justify="right",
     )
-    main.add_column("naive (PIL full decode, fp32, batch 1, upsert each)", justify="right")
+    naive_of = "" if cfg["naive_count"] == cfg["count"] else f", first {cfg['naive_count']:,}"
+    main.add_column(
+        f"naive (PIL full decode, fp32, batch 1, upsert each{naive_of})", justify="right"
+    )
     main.add_column("ratio", justify="right")
     main.add_row(
         "images/s end to end",
@@ -1015,6 +1058,20 @@ def register(cli: typer.Typer) -> None:
             str | None,
             typer.Option(help="auto, FLAT, IVF_FLAT or HNSW (default: PICSEARCH_INDEX_TYPE)."),
         ] = None,
+        max_side: Annotated[
+            int | None,
+            typer.Option(
+                min=16,
+                help="Re-encode the photos as JPEGs of at most this many pixels a side first "
+                "(500: PASCAL VOC-sized).",
+            ),
+        ] = None,
+        naive_count: Annotated[
+            int | None,
+            typer.Option(
+                min=1, help="Time the naive reference on the first N images only (default: all)."
+            ),
+        ] = None,
         as_json: Annotated[bool, typer.Option("--json", help="Print JSON, not tables.")] = False,
     ) -> None:
         """Measure ingest (ours vs. a naive reference) and search, or the index alone."""
@@ -1038,6 +1095,8 @@ def register(cli: typer.Typer) -> None:
             sizes=_parse_sizes(sizes),
             compile=compile_model,
             index_type=index_type,
+            max_side=max_side,
+            naive_count=naive_count,
         )
 
         def say(message: str) -> None:

@@ -643,8 +643,8 @@ def embed_service(
         except OSError as exc:
             return i, str(exc)
 
-    step = settings.batch_size
-    with ThreadPoolExecutor(max_workers=settings.decode_threads) as pool_:
+    step = settings.batch_size_for(encoder.device.type)
+    with ThreadPoolExecutor(max_workers=settings.effective_decode_threads) as pool_:
         for start in range(0, len(paths), step):
             batch = list(pool_.map(load, range(start, min(start + step, len(paths)))))
             good = [(i, p) for i, p in batch if not isinstance(p, str)]
@@ -840,8 +840,8 @@ def run_evaluation(settings: Settings, options: EvalOptions) -> dict[str, Any]:
                 todo,
                 poolings,
                 max_pixels=settings.max_image_pixels,
-                batch_size=settings.batch_size,
-                threads=settings.decode_threads,
+                batch_size=settings.batch_size_for(encoder.device.type),
+                threads=settings.effective_decode_threads,
                 progress=tick,
             )
 

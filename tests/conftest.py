@@ -41,7 +41,8 @@ def stack_env(base: Path, **overrides: str) -> dict[str, str]:
             "PICSEARCH_EMBEDDED_MILVUS_PORT": str(free_port()),
             "PICSEARCH_WEIGHTS": "random",
             "PICSEARCH_MODEL": "vgg16",
-            "PICSEARCH_DEVICE": "cpu",
+            # PICSEARCH_TEST_DEVICE=cuda runs the worker on a GPU (where one is present).
+            "PICSEARCH_DEVICE": os.environ.get("PICSEARCH_TEST_DEVICE", "cpu"),
             "PICSEARCH_CHUNK_SIZE": "8",
             "PICSEARCH_BATCH_SIZE": "8",
             "PICSEARCH_VISIBILITY_TIMEOUT": "20",

@@ -50,7 +50,8 @@ WORKER_REDIS_RETRIES = 20
 
 
 def build_context(settings: Settings) -> WorkerContext:
-    encoder = Encoder(settings)
+    # Only workers compile: their batches have one shape (padded), the API's vary.
+    encoder = Encoder(settings, compile=settings.torch_compile)
     jobs = JobStore(
         redis_client(settings.redis_dsn, retries=WORKER_REDIS_RETRIES),
         ttl_seconds=settings.job_ttl_seconds,
@@ -58,7 +59,7 @@ def build_context(settings: Settings) -> WorkerContext:
     )
     return WorkerContext(
         settings,
-        EncoderRegistry(settings, encoder),
+        EncoderRegistry(settings, encoder, compile=settings.torch_compile),
         CollectionRegistry(settings, meta_for(encoder, settings)),
         jobs,
         WorkerMetrics(jobs.r, socket.gethostname()),

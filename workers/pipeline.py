@@ -10,23 +10,28 @@ import logging
 import os
 import stat
 import time
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import numpy as np
+import torch
 
 from app.core.config import Settings
 from app.core.jobs import ChunkCounts, FileError
 from app.core.paths import is_within
 from app.core.vectorstore import MAX_PATH_BYTES, ImageRow, VectorStore, image_id
+from app.ml.device_decode import decode_jpegs, gpu_decodable
 from app.ml.encoder import Encoder
-from app.ml.imageio import DecodedImage, ImageDecodeError, decode_image, has_image_extension
+from app.ml.imageio import ImageDecodeError, decode_image, has_image_extension
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 # -- scan -------------------------------------------------------------------------------------
@@ -151,10 +156,32 @@ class FileInfo:
 
 
 @dataclass(frozen=True)
-class Decoded:
+class Source:
+    """A file as read: what its row records besides the vector."""
+
     info: FileInfo
-    image: DecodedImage
     content_hash: str
+
+
+@dataclass(frozen=True)
+class Decoded:
+    source: Source
+    pixels: np.ndarray  # (S, S, 3) uint8
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """A JPEG read for decoding on the GPU."""
+
+    source: Source
+    data: bytes
+
+
+@dataclass
+class Batch:
+    sources: list[Source]
+    pixels: np.ndarray | torch.Tensor  # (N, S, S, 3) uint8, on the CPU or the model's GPU
+    errors: list[FileError]
 
 
 def stat_file(path: str) -> FileInfo:
@@ -164,8 +191,8 @@ def stat_file(path: str) -> FileInfo:
     return FileInfo(path=path, id=image_id(path), size=st.st_size, mtime_ns=st.st_mtime_ns)
 
 
-def read_and_decode(info: FileInfo, settings: Settings) -> Decoded:
-    """Read a file and decode it; raise ImageDecodeError with a per-file reason."""
+def read_file(info: FileInfo, settings: Settings) -> tuple[bytes, Source]:
+    """The file's bytes and its Source; raise ImageDecodeError with a per-file reason."""
     if info.size > settings.max_file_bytes:
         raise ImageDecodeError(
             f"file too large: {info.size:,} bytes exceeds {settings.max_file_bytes:,}"
@@ -175,25 +202,87 @@ def read_and_decode(info: FileInfo, settings: Settings) -> Decoded:
             data = fh.read(settings.max_file_bytes + 1)
     except OSError as exc:
         raise ImageDecodeError(_os_reason(exc)) from None
+    return data, Source(info, hashlib.blake2b(data, digest_size=16).hexdigest())
+
+
+def read_and_decode(info: FileInfo, settings: Settings) -> Decoded:
+    """Read a file and decode it on the CPU; raise ImageDecodeError with a per-file reason."""
+    data, source = read_file(info, settings)
     image = decode_image(data, size=settings.image_size, max_pixels=settings.max_image_pixels)
-    digest = hashlib.blake2b(data, digest_size=16).hexdigest()
-    return Decoded(info=info, image=image, content_hash=digest)
+    return Decoded(source, image.pixels)
+
+
+def read_for_device(info: FileInfo, settings: Settings) -> Decoded | Encoded:
+    """Read a file; plain JPEGs stay encoded for the GPU, the rest is decoded here."""
+    data, source = read_file(info, settings)
+    if gpu_decodable(data, settings.max_image_pixels):
+        return Encoded(source, data)
+    image = decode_image(data, size=settings.image_size, max_pixels=settings.max_image_pixels)
+    return Decoded(source, image.pixels)
+
+
+def ordered_map(
+    pool: ThreadPoolExecutor, fn: Callable[[T], R], items: Iterable[T], ahead: int
+) -> Iterator[R]:
+    """`pool.map(fn, items)` with at most `ahead` calls running or done but not yet taken,
+    so memory stays bounded however long `items` is."""
+    pending: deque[Future[R]] = deque()
+    for item in items:
+        if len(pending) >= ahead:
+            yield pending.popleft().result()
+        pending.append(pool.submit(fn, item))
+    while pending:
+        yield pending.popleft().result()
+
+
+def batched(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    group: list[T] = []
+    for item in items:
+        group.append(item)
+        if len(group) >= size:
+            yield group
+            group = []
+    if group:
+        yield group
+
+
+@dataclass
+class _Write:
+    """An upsert in flight, and what to report once it has landed."""
+
+    future: Future[bool]
+    rows: int
+    errors: list[FileError]
 
 
 @dataclass
 class ChunkRunner:
-    """Embeds one chunk of files into the store, reporting after every batch."""
+    """Embeds one chunk of files into the store, reporting after every batch.
+
+    Three stages overlap: reading and decoding (threads, ahead of the model; on CUDA the
+    JPEGs of a batch are decoded on the GPU one batch ahead), the model, and the upsert of
+    the previous batch (one writer thread, one batch in flight, so rows land in order).
+    """
 
     settings: Settings
     encoder: Encoder
     store: VectorStore
     job_id: str
-    # Seconds spent per stage: waiting for decoded images (decode runs ahead on threads),
-    # in the model, and writing to Milvus. Read by the benchmark and the metrics.
+    # Seconds per stage, read by the benchmark and the metrics: the model waiting for
+    # decoded images, the model itself, and the model waiting for the previous upsert.
     timings: dict[str, float] = field(
         default_factory=lambda: {"decode_wait": 0.0, "embed": 0.0, "write": 0.0}
     )
     batch_sizes: list[int] = field(default_factory=list)
+    # Decode JPEGs on the model's device; None: on CUDA when settings.gpu_decode. (True on
+    # a CPU encoder runs the same code with torchvision's CPU decoder: how tests cover it.)
+    device_decode: bool | None = None
+
+    @property
+    def decodes_on_device(self) -> bool:
+        if self.device_decode is not None:
+            return self.device_decode
+        return self.encoder.device.type == "cuda" and self.settings.gpu_decode
 
     def run(self, files: Sequence[str], sink: ChunkSink) -> ChunkCounts:
         counts = ChunkCounts()
@@ -211,34 +300,55 @@ class ChunkRunner:
         sink.update(counts, errors)
         if sink.cancelled():
             return counts
-        batches = self._decoded_batches(todo)
-        while True:
-            started = time.perf_counter()
-            item = next(batches, None)
-            self.timings["decode_wait"] += time.perf_counter() - started
-            if item is None:
-                break
-            batch, batch_errors = item
-            counts.failed += len(batch_errors)
-            counts.processed += len(batch_errors)
-            if batch:
+        with ThreadPoolExecutor(1, "upsert") as writer:
+            in_flight: _Write | None = None
+            batches = self._batches(todo)
+            while True:
                 started = time.perf_counter()
-                vectors = self.encoder.embed(np.stack([d.image.pixels for d in batch]))
-                self.timings["embed"] += time.perf_counter() - started
-                self.batch_sizes.append(len(batch))
-                rows = [self._row(d, v) for d, v in zip(batch, vectors, strict=True)]
-                with sink.write_lock():
-                    if sink.cancelled():
-                        return counts
+                batch = next(batches, None)
+                self.timings["decode_wait"] += time.perf_counter() - started
+                if batch is None:
+                    break
+                counts.failed += len(batch.errors)
+                counts.processed += len(batch.errors)
+                rows: list[ImageRow] = []
+                if batch.sources:
                     started = time.perf_counter()
-                    self.store.upsert(rows)
-                    self.timings["write"] += time.perf_counter() - started
-                counts.indexed += len(rows)
-                counts.processed += len(rows)
-            sink.update(counts, batch_errors)
-            if sink.cancelled():
-                break
+                    vectors = self.encoder.embed(batch.pixels)
+                    self.timings["embed"] += time.perf_counter() - started
+                    self.batch_sizes.append(len(batch.sources))
+                    rows = [self._row(s, v) for s, v in zip(batch.sources, vectors, strict=True)]
+                if in_flight is not None and not self._landed(in_flight, counts, sink):
+                    return counts  # cancelled before that upsert
+                in_flight = None
+                if rows:
+                    future = writer.submit(self._write, rows, sink)
+                    in_flight = _Write(future, len(rows), batch.errors)
+                else:
+                    sink.update(counts, batch.errors)
+                if sink.cancelled():
+                    break
+            if in_flight is not None:
+                self._landed(in_flight, counts, sink)
         return counts
+
+    def _write(self, rows: list[ImageRow], sink: ChunkSink) -> bool:
+        with sink.write_lock():
+            if sink.cancelled():
+                return False
+            self.store.upsert(rows)
+        return True
+
+    def _landed(self, write: _Write, counts: ChunkCounts, sink: ChunkSink) -> bool:
+        """Wait for `write` (re-raising its error); count and report it. False: cancelled."""
+        started = time.perf_counter()
+        written = write.future.result()
+        self.timings["write"] += time.perf_counter() - started
+        if written:
+            counts.indexed += write.rows
+            counts.processed += write.rows
+            sink.update(counts, write.errors)
+        return written
 
     def _skip_unchanged(self, infos: list[FileInfo], counts: ChunkCounts) -> list[FileInfo]:
         stored = self.store.existing([i.id for i in infos])
@@ -255,39 +365,71 @@ class ChunkRunner:
                 counts.processed += 1
         return todo
 
-    def _decoded_batches(
-        self, infos: list[FileInfo]
-    ) -> Iterator[tuple[list[Decoded], list[FileError]]]:
-        """Decode on a thread pool, ahead of the model, yielding batches in file order."""
-        size = self.settings.batch_size
+    def _batches(self, infos: list[FileInfo]) -> Iterator[Batch]:
+        """Batches in file order, decoded ahead of the model."""
+        size = self.settings.batch_size_for(self.encoder.device.type)
+        threads = self.settings.effective_decode_threads
+        gpu = self.decodes_on_device
 
-        def decode(info: FileInfo) -> Decoded | FileError:
+        def read(info: FileInfo) -> Decoded | Encoded | FileError:
             try:
+                if gpu:
+                    return read_for_device(info, self.settings)
                 return read_and_decode(info, self.settings)
             except ImageDecodeError as exc:
                 return FileError(path=info.path, reason=exc.reason)
 
-        with ThreadPoolExecutor(self.settings.decode_threads, "decode") as pool:
-            batch: list[Decoded] = []
-            errors: list[FileError] = []
-            for item in pool.map(decode, infos):
-                if isinstance(item, FileError):
-                    errors.append(item)
-                else:
-                    batch.append(item)
-                if len(batch) >= size:
-                    yield batch, errors
-                    batch, errors = [], []
-            if batch or errors:
-                yield batch, errors
+        with ThreadPoolExecutor(threads, "decode") as pool:
+            groups = batched(ordered_map(pool, read, infos, ahead=2 * size), size)
+            if not gpu:
+                yield from (self._cpu_batch(group) for group in groups)
+                return
+            # The GPU decodes batch k+1 while the model runs batch k.
+            with ThreadPoolExecutor(1, "gpu-decode") as device_decoder:
+                yield from ordered_map(device_decoder, self._device_batch, groups, ahead=2)
 
-    def _row(self, item: Decoded, vector: np.ndarray) -> ImageRow:
+    def _cpu_batch(self, group: list[Decoded | Encoded | FileError]) -> Batch:
+        decoded = [item for item in group if isinstance(item, Decoded)]
+        errors = [item for item in group if isinstance(item, FileError)]
+        size = self.settings.image_size
+        pixels = (
+            np.stack([d.pixels for d in decoded])
+            if decoded
+            else np.zeros((0, size, size, 3), np.uint8)
+        )
+        return Batch([d.source for d in decoded], pixels, errors)
+
+    def _device_batch(self, group: list[Decoded | Encoded | FileError]) -> Batch:
+        """Decode the batch's JPEGs on the GPU; what the GPU refuses is decoded on the CPU.
+        Rows come GPU-decoded first: the order within a batch does not matter."""
+        device = self.encoder.device
+        size, limit = self.settings.image_size, self.settings.max_image_pixels
+        encoded = [item for item in group if isinstance(item, Encoded)]
+        pixels, order = decode_jpegs([e.data for e in encoded], size=size, device=device)
+        sources = [encoded[i].source for i in order]
+        refused = set(range(len(encoded))) - set(order)
+        errors = [item for item in group if isinstance(item, FileError)]
+        on_cpu = [item for item in group if isinstance(item, Decoded)]
+        for i in sorted(refused):
+            try:
+                image = decode_image(encoded[i].data, size=size, max_pixels=limit)
+            except ImageDecodeError as exc:
+                errors.append(FileError(path=encoded[i].source.info.path, reason=exc.reason))
+                continue
+            on_cpu.append(Decoded(encoded[i].source, image.pixels))
+        if on_cpu:
+            extra = np.stack([d.pixels for d in on_cpu])
+            pixels = torch.cat([pixels, torch.from_numpy(extra).to(device)])
+            sources += [d.source for d in on_cpu]
+        return Batch(sources, pixels, errors)
+
+    def _row(self, source: Source, vector: np.ndarray) -> ImageRow:
         return ImageRow(
-            id=item.info.id,
+            id=source.info.id,
             vector=vector.tolist(),
-            path=item.info.path,
-            size=item.info.size,
-            mtime_ns=item.info.mtime_ns,
-            content_hash=item.content_hash,
+            path=source.info.path,
+            size=source.info.size,
+            mtime_ns=source.info.mtime_ns,
+            content_hash=source.content_hash,
             job_id=self.job_id,
         )

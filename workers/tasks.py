@@ -130,7 +130,7 @@ def scan_folder_task(job_id: str) -> None:
         ctx.settings.image_roots,
         on_progress=lambda found: jobs.set_fields(job_id, discovered=found),
     )
-    chunks = chunked(scan.files, ctx.settings.chunk_size)
+    chunks = chunked(scan.files, ctx.settings.chunk_size_for(tools.encoder.device.type))
     jobs.set_chunk(
         job_id, SCAN_CHUNK, ChunkCounts(processed=len(scan.errors), failed=len(scan.errors))
     )

@@ -49,7 +49,7 @@ class Services:
             batcher = MicroBatcher(
                 encoder.embed,
                 self.model_pool,
-                self.settings.batch_size,
+                self.settings.batch_size_for(encoder.device.type),
                 on_batch=self.metrics.query_batch.observe,
             )
             batcher.start()

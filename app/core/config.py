@@ -103,9 +103,29 @@ class Settings(BaseSettings):
     torch_threads: int | None = Field(default=None, ge=1)
 
     # Ingest
-    batch_size: int = Field(default=16, ge=1, le=1024)
-    chunk_size: int = Field(default=256, ge=1, le=10_000)
-    decode_threads: int = Field(default=2, ge=1, le=64)
+    batch_size: int | None = Field(
+        default=None, ge=1, le=1024, description="Images per batch; unset: 16 on CPU, 256 on CUDA."
+    )
+    chunk_size: int | None = Field(
+        default=None,
+        ge=1,
+        le=100_000,
+        description="Files per chunk task; unset: 256 on CPU workers, 4096 on CUDA workers.",
+    )
+    decode_threads: int | None = Field(
+        default=None,
+        ge=1,
+        le=64,
+        description="Threads reading and decoding files; unset: half the CPUs, 2 to 8.",
+    )
+    torch_compile: bool = Field(
+        default=False,
+        description="Workers run the model through torch.compile (on CUDA, batches are padded "
+        "to one shape; ~20 s warm-up per worker process).",
+    )
+    gpu_decode: bool = Field(
+        default=True, description="On CUDA, decode plain JPEGs on the GPU (nvJPEG)."
+    )
     max_image_pixels: int = Field(
         default=120_000_000, description="Larger images are refused (decompression bombs)."
     )
@@ -153,6 +173,18 @@ class Settings(BaseSettings):
         if self.milvus_single_writer is not None:
             return self.milvus_single_writer
         return self.milvus_is_embedded
+
+    def batch_size_for(self, device_type: str) -> int:
+        """Images per model batch on a `device_type` ("cpu"/"cuda") encoder."""
+        return self.batch_size or (256 if device_type == "cuda" else 16)
+
+    def chunk_size_for(self, device_type: str) -> int:
+        """Files per chunk task; a GPU needs long chunks to keep its pipeline full."""
+        return self.chunk_size or (4096 if device_type == "cuda" else 256)
+
+    @property
+    def effective_decode_threads(self) -> int:
+        return self.decode_threads or max(2, min(8, (os.cpu_count() or 2) // 2))
 
     @property
     def effective_index_type(self) -> str:

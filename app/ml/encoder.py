@@ -7,11 +7,10 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import io
 import logging
 import os
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,12 +18,10 @@ from typing import Any
 import numpy as np
 import torch
 import torchvision
-from PIL import Image
 from torch import nn
 
 from app.core.config import Settings
 from app.core.errors import ConfigurationError, WeightsNotFound
-from app.ml.imageio import ImageDecodeError, decode_image
 
 log = logging.getLogger(__name__)
 
@@ -159,7 +156,8 @@ def pick_device(choice: str) -> torch.device:
     if choice == "cuda" or (choice == "auto" and torch.cuda.is_available()):
         if not torch.cuda.is_available():
             raise ConfigurationError("PICSEARCH_DEVICE=cuda but no CUDA device is available")
-        return torch.device("cuda")
+        # indexed, so that it compares equal to the device of the tensors made there
+        return torch.device("cuda", torch.cuda.current_device())
     return torch.device("cpu")
 
 
@@ -325,6 +323,12 @@ def recipe_id(settings: Settings) -> str:
     return f"squash{settings.image_size}-bilinear-jpegdraft2x/{settings.pooling}/l2"
 
 
+def _usable(fmap: torch.Tensor) -> bool:
+    """Every image's feature map finite and not all zeros."""
+    finite = bool(torch.isfinite(fmap).all())
+    return finite and bool((fmap.flatten(1).abs().amax(dim=1) > 0).all())
+
+
 class Encoder:
     """Turns batches of (N, S, S, 3) uint8 RGB arrays into (N, D) L2-normalised float32.
 
@@ -350,6 +354,12 @@ class Encoder:
         # Images per forward pass: see BackboneSpec.cpu_micro_batch; whole batches on CUDA.
         cpu_micro = BACKBONES[settings.model].cpu_micro_batch if self.device.type == "cpu" else None
         self.micro_batch = micro_batch or cpu_micro or 1 << 30
+        # A compiled CUDA model sees one batch shape: shorter batches are padded with zeros,
+        # so the tail of a chunk does not trigger another compilation.
+        self.pad_to: int | None = None
+        if compile and self.device.type == "cuda":
+            self.pad_to = settings.batch_size_for("cuda")
+            self.micro_batch = min(self.micro_batch, self.pad_to)
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # fixed input size: let cuDNN pick kernels
             self._model = self.trunk
@@ -375,6 +385,7 @@ class Encoder:
         self._mean = torch.tensor(IMAGENET_MEAN, device=self.device).view(shape) * 255
         self._std = torch.tensor(IMAGENET_STD, device=self.device).view(shape) * 255
         self._lock = threading.Lock()
+        self._warned_precision = False
         self.info = EncoderInfo(
             model=settings.model,
             weights_id=weights_id,
@@ -397,7 +408,7 @@ class Encoder:
             batch = torch.from_numpy(pixels if pixels.flags.writeable else pixels.copy())
         if batch.dtype != torch.uint8:
             raise ValueError(f"expected uint8 pixels, got {batch.dtype}")
-        if batch.device != self.device:
+        if batch.device.type != self.device.type:
             if self.device.type == "cuda":  # uint8 over the bus (4x less than float), async
                 batch = batch.pin_memory().to(self.device, non_blocking=True)
             else:
@@ -412,10 +423,27 @@ class Encoder:
         maps = []
         with self._lock:
             for start in range(0, len(batch), self.micro_batch):
-                x = batch[start : start + self.micro_batch].permute(0, 3, 1, 2).float()
+                piece = batch[start : start + self.micro_batch]
+                count = len(piece)
+                if self.pad_to is not None and count < self.pad_to:
+                    padding = piece.new_zeros((self.pad_to - count, *piece.shape[1:]))
+                    piece = torch.cat([piece, padding])
+                x = piece.permute(0, 3, 1, 2).float()
                 x = ((x - self._mean) / self._std).contiguous(memory_format=torch.channels_last)
                 with torch.autocast(self.device.type, dtype=self.dtype, enabled=self._autocast):
-                    maps.append(self._forward(x).float())
+                    out = self._forward(x)[:count].float()
+                if self._autocast and not _usable(out):
+                    # fp16 overflowed or underflowed to all zeros (random MobileNetV2
+                    # weights do): such batches are computed in fp32
+                    if not self._warned_precision:
+                        log.warning(
+                            "%s features out of %s range; using fp32 for such batches",
+                            self.info.model,
+                            self.info.precision,
+                        )
+                        self._warned_precision = True
+                    out = self._model(x)[:count].float()
+                maps.append(out)
         return maps[0] if len(maps) == 1 else torch.cat(maps)
 
     @torch.inference_mode()
@@ -427,79 +455,3 @@ class Encoder:
         pooled = pool_features(self.feature_map(pixels), self.pooling)
         vectors = torch.nn.functional.normalize(pooled, dim=1)
         return vectors.cpu().numpy().astype(np.float32, copy=False)
-
-
-# -- batched JPEG decoding on the model's device (nvJPEG on CUDA) ---------------------------
-JPEG_MAGIC = b"\xff\xd8\xff"
-
-
-def _batchable_jpeg(data: bytes, max_pixels: int) -> bool:
-    """A baseline RGB/greyscale JPEG within the pixel limit (header only, no decode)."""
-    if not data.startswith(JPEG_MAGIC):
-        return False
-    try:
-        with Image.open(io.BytesIO(data)) as img:
-            return (
-                img.format == "JPEG"
-                and img.mode in ("RGB", "L")
-                and (img.size[0] * img.size[1] <= max_pixels)
-            )
-    except (OSError, SyntaxError, ValueError):
-        return False
-
-
-def _resize_chw(img: torch.Tensor, size: int) -> torch.Tensor:
-    """(3, H, W) uint8 -> (size, size, 3) uint8, aspect squashed, antialiased bilinear."""
-    x = img.unsqueeze(0).float()
-    x = torch.nn.functional.interpolate(
-        x, size=(size, size), mode="bilinear", antialias=True, align_corners=False
-    )
-    return x.round_().clamp_(0, 255).to(torch.uint8)[0].permute(1, 2, 0)
-
-
-def decode_batch(
-    datas: Sequence[bytes],
-    *,
-    size: int,
-    max_pixels: int,
-    device: torch.device,
-    batched: bool | None = None,
-) -> list[torch.Tensor | ImageDecodeError]:
-    """Decode images to (size, size, 3) uint8 tensors on `device`, in order.
-
-    `batched` (default: on CUDA) decodes the plain JPEGs of the batch in one
-    torchvision.io.decode_jpeg call on `device` (nvJPEG on CUDA), EXIF orientation applied,
-    then resizes there. Everything else (PNG, CMYK, progressive files nvJPEG refuses, a batch
-    that fails) goes through the CPU decoder `decode_image`; failures come back as
-    ImageDecodeError in their slot. Vectors from the two paths agree to cosine ~0.999, not
-    bit for bit (full decode + antialiased resize vs. DCT-domain draft + bilinear).
-    """
-    if batched is None:
-        batched = device.type == "cuda"
-    out: list[torch.Tensor | ImageDecodeError | None] = [None] * len(datas)
-    if batched:
-        todo = [i for i, d in enumerate(datas) if _batchable_jpeg(d, max_pixels)]
-        if todo:
-            encoded = [torch.frombuffer(bytearray(datas[i]), dtype=torch.uint8) for i in todo]
-            try:
-                decoded = torchvision.io.decode_jpeg(
-                    encoded,
-                    mode=torchvision.io.ImageReadMode.RGB,
-                    device=device,
-                    apply_exif_orientation=True,
-                )
-                for i, img in zip(todo, decoded, strict=True):
-                    out[i] = _resize_chw(img, size)
-            except RuntimeError as exc:  # one bad file fails the call: decode them on CPU
-                log.debug("batched JPEG decode failed (%s); decoding on CPU", exc)
-    results: list[torch.Tensor | ImageDecodeError] = []
-    for i, item in enumerate(out):
-        if item is None:
-            try:
-                pixels = decode_image(datas[i], size=size, max_pixels=max_pixels).pixels
-                item = torch.from_numpy(pixels.copy()).to(device)
-            except ImageDecodeError as exc:
-                results.append(exc)
-                continue
-        results.append(item)
-    return results

@@ -37,9 +37,10 @@ def _key(settings: Settings) -> EncoderKey:
 class EncoderRegistry:
     """One encoder per (model, weights, pooling, size), built lazily and kept."""
 
-    def __init__(self, settings: Settings, default: Encoder) -> None:
+    def __init__(self, settings: Settings, default: Encoder, *, compile: bool = False) -> None:
         self.settings = settings
         self.default = default
+        self.compile = compile
         self._encoders: dict[EncoderKey, Encoder] = {_key(settings): default}
         self._lock = threading.Lock()
 
@@ -57,7 +58,7 @@ class EncoderRegistry:
         key = _key(settings)
         with self._lock:
             if key not in self._encoders:
-                self._encoders[key] = Encoder(settings)
+                self._encoders[key] = Encoder(settings, compile=self.compile)
             return self._encoders[key]
 
     def for_collection(self, meta: CollectionMeta) -> Encoder:

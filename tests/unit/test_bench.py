@@ -28,14 +28,15 @@ from app.bench import (
 )
 from app.core.config import ModelName, Precision, Settings, get_settings
 from app.ml import encoder as encoder_module
+from app.ml.device_decode import decode_batch, gpu_decodable, jpeg_frame
 from app.ml.encoder import (
     CastConv2d,
     Encoder,
     PackedConv2d,
+    _usable,
     build_backbone,
     convert_trunk,
     cpu_has_native_bf16,
-    decode_batch,
     lower_precision,
     pick_dtype,
     pool_features,
@@ -249,7 +250,7 @@ def test_percentile_and_top_k_overlap() -> None:
 def test_ingest_report_has_every_figure(bench_cli: typer.Typer, photos: Path) -> None:
     report = run_json(
         bench_cli,
-        "--images", str(photos), "-n", "7", "--model", "mobilenet_v2",
+        "--images", str(photos), "-n", "7", "--model", "mobilenet_v2", "--device", "cpu",
         "--batch-size", "4", "--repeat", "1", "--queries", "3",
     )  # fmt: skip
     assert report["mode"] == "ingest"
@@ -312,3 +313,37 @@ def test_cuda_fast_path_and_nvjpeg_decoding_match_cpu() -> None:
     assert cosines(gpu.embed(pixels), cpu.embed(pixels)).min() > 0.999
     stacked = torch.stack([t for t in on_gpu if isinstance(t, torch.Tensor)])
     assert cosines(gpu.embed(stacked), cpu.embed(pixels)).min() > 0.99
+
+
+# -- routing JPEGs to the GPU decoder (pure header logic) -------------------------------------
+def test_jpeg_frame_and_gpu_routing() -> None:
+    plain = jpeg_bytes(distinct_image(51, (500, 375)), 90)
+    frame = jpeg_frame(plain)
+    assert frame is not None and (frame.width, frame.height, frame.components) == (500, 375, 3)
+    assert frame.marker == 0xC0 and frame.precision == 8
+    assert gpu_decodable(plain, 10**8)
+    assert not gpu_decodable(plain, 500 * 375 - 1)  # over the pixel limit
+    assert not gpu_decodable(plain[: len(plain) // 2], 10**8)  # truncated: Pillow reports it
+    assert gpu_decodable(plain + b"\0" * 16, 10**8)  # zero padding after the end marker
+    progressive, cmyk, grey = io.BytesIO(), io.BytesIO(), io.BytesIO()
+    distinct_image(52).save(progressive, format="JPEG", progressive=True)
+    distinct_image(53).convert("CMYK").save(cmyk, format="JPEG")
+    distinct_image(54).convert("L").save(grey, format="JPEG")
+    assert gpu_decodable(progressive.getvalue(), 10**8)
+    assert gpu_decodable(grey.getvalue(), 10**8)
+    assert not gpu_decodable(cmyk.getvalue(), 10**8)  # 4 components
+    png = io.BytesIO()
+    distinct_image(55).save(png, format="PNG")
+    for junk in (png.getvalue(), b"", b"\xff\xd8\xff", b"\xff\xd8\xff\xe0\x00\x01garbage"):
+        assert jpeg_frame(junk) is None and not gpu_decodable(junk, 10**8)
+
+
+def test_unusable_feature_maps_are_detected() -> None:
+    ok = torch.rand(2, 4, 3, 3) + 0.1
+    assert _usable(ok)
+    zero = ok.clone()
+    zero[1] = 0  # underflowed to zeros: a zero vector has no direction
+    assert not _usable(zero)
+    inf = ok.clone()
+    inf[0, 0, 0, 0] = float("inf")
+    assert not _usable(inf)
