@@ -263,8 +263,8 @@ def run_ours(settings: Settings, encoder: Encoder, folder: Path, store: VectorSt
 
     Stages come from ChunkRunner's own timings. `decode` is the time the model waited for
     decoded images (decoding runs on threads ahead of it, so only what it fails to hide
-    counts); `write` includes the final flush; `other` is scanning, stat and the
-    skip-unchanged lookup.
+    counts); `write`, likewise, is the time it waited for upserts (they run on a writer
+    thread), plus the final flush; `other` is scanning, stat and the skip-unchanged lookup.
     """
     from workers.pipeline import ChunkRunner, chunked, scan_folder
 

@@ -33,7 +33,7 @@ WORKER_COUNTERS = {
     "batch_images": "Images in those forward passes (divide by batches for the mean size)",
     "decode_wait_seconds": "Seconds the model waited for decoded images",
     "embed_seconds": "Seconds spent in the model",
-    "write_seconds": "Seconds spent writing to Milvus",
+    "write_seconds": "Seconds the model waited for the previous batch's Milvus write",
 }
 
 
