@@ -97,13 +97,15 @@ def test_unreadable_files_and_folders_are_reported_per_file(tmp_path: Path) -> N
     (tmp_path / "locked" / "inside.jpg").write_bytes(b"x")
     (tmp_path / "locked").chmod(0)
     reasons: dict[str, str] = {}
+    # read as root: the unprivileged user may not see the checkout's .env (e.g. in a 0700 clone)
+    settings = Settings()
     try:
         with unprivileged():
             scan = scan_folder(tmp_path, [tmp_path])
             reasons.update({Path(e.path).name: e.reason for e in scan.errors})
             for path in scan.files:
                 try:
-                    read_and_decode(stat_file(path), Settings())
+                    read_and_decode(stat_file(path), settings)
                     reasons[Path(path).name] = "ok"
                 except ImageDecodeError as exc:
                     reasons[Path(path).name] = exc.reason
