@@ -136,6 +136,15 @@ def chunked(items: Sequence[str], size: int) -> list[list[str]]:
     return [list(items[i : i + size]) for i in range(0, len(items), size)]
 
 
+def share_chunks(items: Sequence[str], size: int, workers: int) -> list[list[str]]:
+    """Chunks of at most `size`, and short enough that each of `workers` processes gets one.
+
+    A GPU worker prefers long chunks (4,096 files), but a 17k-photo folder in 4,096-file chunks
+    would leave all but 5 of 8 worker processes idle.
+    """
+    return chunked(items, max(1, min(size, -(-len(items) // max(1, workers)))))
+
+
 # -- embed one chunk --------------------------------------------------------------------------
 class ChunkSink(Protocol):
     """Where a chunk reports to; implemented over Redis by the task layer."""

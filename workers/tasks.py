@@ -28,7 +28,7 @@ from app.core.jobs import (
 from app.core.paths import resolve_in_roots
 from workers.celery_app import celery_app
 from workers.context import JobTools, WorkerContext, get_context
-from workers.pipeline import ChunkRunner, chunked, scan_folder
+from workers.pipeline import ChunkRunner, scan_folder, share_chunks
 
 log = logging.getLogger(__name__)
 
@@ -80,10 +80,11 @@ class RedisSink:
 
 
 def finalize(ctx: WorkerContext, job_id: str, tools: JobTools) -> None:
-    """Flush, then mark succeeded: the bar reaches 100 % only once vectors are durable."""
+    """Finish the load (a flush on Milvus Lite), then mark succeeded: the bar reaches 100 %
+    only once the vectors are durable and searched at full speed."""
     ctx.jobs.transition(job_id, JobState.finalizing)
     with ctx.jobs.writer_lock(tools.store.name, ctx.settings.single_writer):
-        tools.store.flush()
+        tools.store.finish_load()
     if ctx.jobs.transition(job_id, JobState.succeeded):
         progress = ctx.jobs.progress(job_id)
         if progress is not None and progress.finished_at is not None:
@@ -130,7 +131,11 @@ def scan_folder_task(job_id: str) -> None:
         ctx.settings.image_roots,
         on_progress=lambda found: jobs.set_fields(job_id, discovered=found),
     )
-    chunks = chunked(scan.files, ctx.settings.chunk_size_for(tools.encoder.device.type))
+    chunks = share_chunks(
+        scan.files,
+        ctx.settings.chunk_size_for(tools.encoder.device.type),
+        ctx.settings.worker_concurrency,
+    )
     jobs.set_chunk(
         job_id, SCAN_CHUNK, ChunkCounts(processed=len(scan.errors), failed=len(scan.errors))
     )

@@ -305,6 +305,16 @@ class VectorStore:
         self.ensure_collection()
         self._call("flush", lambda c: c.flush(self.name))
 
+    def finish_load(self) -> None:
+        """End of a load: flush on Milvus Lite only, which searches unflushed rows ~10x slower.
+
+        A Milvus server has logged every acknowledged upsert already, searches its growing
+        segments as they are, and seals them itself; a flush there costs ~3 s and makes small
+        segments (Milvus advises relying on its automatic flushes).
+        """
+        if self.settings.milvus_is_embedded:
+            self.flush()
+
     def count(self) -> int:
         self.ensure_collection()
         res = self._call(
@@ -362,6 +372,7 @@ class VectorStore:
                 filter=" and ".join(clauses),
                 output_fields=["path", "content_hash"],
                 search_params=params,
+                consistency_level=self.settings.search_consistency,
             ),
         )
         hits = [

@@ -14,7 +14,7 @@ from app.core.errors import BadRequestError, ForbiddenPathError, NotFoundError
 from app.core.paths import is_within, resolve_in_roots
 from app.ml.imageio import ImageDecodeError
 from tests.imagegen import distinct_image, jpeg_bytes
-from workers.pipeline import chunked, read_and_decode, scan_folder, stat_file
+from workers.pipeline import chunked, read_and_decode, scan_folder, share_chunks, stat_file
 
 
 @pytest.fixture
@@ -68,6 +68,15 @@ def test_resolve_in_roots_refuses_escapes(tree: Path, tmp_path: Path) -> None:
 def test_chunked_splits_evenly() -> None:
     assert chunked(["a", "b", "c", "d", "e"], 2) == [["a", "b"], ["c", "d"], ["e"]]
     assert chunked([], 3) == []
+
+
+def test_share_chunks_gives_every_worker_a_chunk_but_keeps_the_size_cap() -> None:
+    files = [str(i) for i in range(10)]
+    assert [len(c) for c in share_chunks(files, 4096, 4)] == [3, 3, 3, 1]
+    assert [len(c) for c in share_chunks(files, 4, 1)] == [4, 4, 2]
+    assert [len(c) for c in share_chunks(files[:2], 256, 8)] == [1, 1]
+    assert sum(share_chunks(files, 3, 2), []) == files
+    assert share_chunks([], 256, 2) == []
 
 
 @contextmanager
