@@ -241,7 +241,7 @@ class IngestRun:
         return {"images_per_s": self.rate, "seconds": self.seconds, **self.stages}
 
 
-class _Sink:
+class BenchSink:
     """ChunkRunner's progress sink, in process: collects errors, never cancels."""
 
     def __init__(self) -> None:
@@ -264,11 +264,12 @@ def run_ours(settings: Settings, encoder: Encoder, folder: Path, store: VectorSt
     Stages come from ChunkRunner's own timings. `decode` is the time the model waited for
     decoded images (decoding runs on threads ahead of it, so only what it fails to hide
     counts); `write`, likewise, is the time it waited for upserts (they run on a writer
-    thread), plus the final flush; `other` is scanning, stat and the skip-unchanged lookup.
+    thread), plus the final flush (Milvus Lite only, as in jobs); `other` is scanning, stat
+    and the skip-unchanged lookup.
     """
     from workers.pipeline import ChunkRunner, chunked, scan_folder
 
-    sink = _Sink()
+    sink = BenchSink()
     start = time.perf_counter()
     found = scan_folder(folder, [folder])
     runner = ChunkRunner(settings, encoder, store, job_id="bench")
@@ -276,7 +277,7 @@ def run_ours(settings: Settings, encoder: Encoder, folder: Path, store: VectorSt
     for chunk in chunked(found.files, settings.chunk_size_for(encoder.device.type)):
         indexed += runner.run(chunk, sink).indexed
     flushed = time.perf_counter()
-    store.flush()  # as the job's finalize step does: durable, and searched at full speed
+    store.finish_load()  # as the job's finalize step does
     runner.timings["write"] += time.perf_counter() - flushed
     seconds = time.perf_counter() - start
     problems = [*found.errors, *sink.errors]
@@ -296,7 +297,8 @@ def run_naive(
     settings: Settings, naive: NaiveEncoder, folder: Path, store: VectorStore, limit: int
 ) -> tuple[IngestRun, dict[str, np.ndarray]]:
     """The seed's loop: for each file, read, full decode, embed alone, upsert alone; then
-    one flush, as our pipeline's job does at its end. Only the first `limit` files."""
+    one flush on Milvus Lite, as our pipeline's job does at its end. Only the first `limit`
+    files."""
     import hashlib
 
     from app.core.vectorstore import ImageRow, image_id
@@ -328,7 +330,7 @@ def run_naive(
             store.upsert([row])
         vectors[row["id"]] = vector
     with clock("write"):
-        store.flush()
+        store.finish_load()
     seconds = time.perf_counter() - start
     stages = {s: clock.totals[s] for s in STAGES}
     return IngestRun(len(paths), seconds, stages), vectors
@@ -547,6 +549,12 @@ def query_latency(
     embeds: list[float] = []
     searches: list[float] = []
     recalls: list[float] = []
+    truths: list[set[str]] = []
+    if probes is not None and exact is not None:
+        # Up front: a matmul over the collection between a search and the next embedding
+        # would leave BLAS threads competing with the model's and slow it down ~2x.
+        best = np.argsort(-(probes @ exact.T), axis=1, kind="stable")[:, :TOP_K]
+        truths = [{image_id(f"/bench/{j}") for j in row} for row in best]
     for i in range(WARMUP_QUERIES + count):
         measured = i >= WARMUP_QUERIES
         if probes is not None:
@@ -555,10 +563,8 @@ def query_latency(
             hits = store.search(probe, TOP_K)
             if measured:
                 searches.append(time.perf_counter() - start)
-            if measured and exact is not None:
-                best = np.argsort(-(exact @ probe), kind="stable")[:TOP_K]
-                truth = {image_id(f"/bench/{j}") for j in best}
-                recalls.append(len(truth & {h.id for h in hits}) / len(truth))
+            if measured and truths:
+                recalls.append(len(truths[i] & {h.id for h in hits}) / TOP_K)
         start = time.perf_counter()
         image = decode_image(query, size=settings.image_size, max_pixels=10**9)
         vector = encoder.embed(image.pixels[None])[0]
@@ -601,6 +607,7 @@ class BenchOptions:
     index_type: str | None = None
     max_side: int | None = None
     naive_count: int | None = None
+    processes: int = 1
 
 
 def _model_settings(base: Settings, opts: BenchOptions, **extra: Any) -> Settings:
@@ -612,7 +619,9 @@ def _model_settings(base: Settings, opts: BenchOptions, **extra: Any) -> Setting
     return bench_settings(base, **overrides)
 
 
-def _warm(encoder: Encoder, settings: Settings, count: int) -> None:
+def warm_up(encoder: Encoder, settings: Settings, count: int) -> None:
+    """Run the batch shapes a load of `count` files will use, so no timing includes their
+    first-call costs (cuDNN autotuning, torch.compile)."""
     import numpy as np
 
     size = settings.batch_size_for(encoder.device.type)
@@ -628,6 +637,7 @@ def bench_ingest(
     import numpy as np
     import torch
 
+    from app.bench_processes import ProcessPool
     from app.ml.encoder import Encoder
 
     if opts.images is None or not opts.images.is_dir():
@@ -641,7 +651,7 @@ def bench_ingest(
         say(f"{len(files)} images from {opts.images}; building {settings.model} encoders")
         encoder = Encoder(settings, compile=opts.compile or settings.torch_compile)
         naive = NaiveEncoder(settings)
-        _warm(encoder, settings, len(files))
+        warm_up(encoder, settings, len(files))
         naive.embed_one(np.zeros((settings.image_size, settings.image_size, 3), np.uint8))
         macs = count_macs(naive.trunk, settings.image_size)
         dtypes = {torch.float32, encoder.dtype}
@@ -651,23 +661,42 @@ def bench_ingest(
         token = secrets.token_hex(4)
         ours_runs: list[IngestRun] = []
         naive_runs: list[IngestRun] = []
-        with milvus_target(settings, work) as target:
+        parallel_runs: list[IngestRun] = []
+        with milvus_target(settings, work) as target, contextlib.ExitStack() as cleanup:
             ours_store = make_store(target.settings, f"bench_{token}_ours", encoder, 0)
             naive_store = make_store(target.settings, f"bench_{token}_naive", encoder, 0)
+            stores = [ours_store, naive_store]
+            pool = None
+            if opts.processes > 1:
+                stores.append(make_store(target.settings, f"bench_{token}_procs", encoder, 0))
+                say(f"starting {opts.processes} pipeline processes")
+                pool = ProcessPool(
+                    target.settings,
+                    opts.processes,
+                    stores[2].name,
+                    opts.compile or settings.torch_compile,
+                    len(files),
+                )
+                cleanup.callback(pool.close)
             try:
                 for r in range(opts.repeat):
                     if r:
-                        reset_store(ours_store)
-                        reset_store(naive_store)
+                        for store in stores:
+                            reset_store(store)
                     ours_runs.append(run_ours(settings, encoder, folder, ours_store))
                     naive_run, naive_vectors = run_naive(
                         settings, naive, folder, naive_store, naive_count
                     )
                     naive_runs.append(naive_run)
-                    say(
+                    message = (
                         f"run {r + 1}/{opts.repeat}: ours {ours_runs[-1].rate:.2f} img/s, "
                         f"naive {naive_run.rate:.2f} img/s"
                     )
+                    if pool is not None:
+                        chunk = settings.chunk_size_for(encoder.device.type)
+                        parallel_runs.append(pool.run(folder, stores[2], chunk))
+                        message += f", {opts.processes} processes {parallel_runs[-1].rate:.2f}"
+                    say(message)
                 ids = sorted(naive_vectors)
                 ours_vectors = fetch_vectors(ours_store, ids)
                 search_runs = [
@@ -676,7 +705,7 @@ def bench_ingest(
                 ]
                 collection_size = ours_store.count()
             finally:
-                for store in (ours_store, naive_store):
+                for store in stores:
                     with contextlib.suppress(Exception):
                         store.drop()
             backend = target.name if target.pid is None else "milvus-lite (temporary)"
@@ -691,6 +720,15 @@ def bench_ingest(
     ours_gflops = 2 * gmac * len(files) / ours["embed"]
     naive_gflops = 2 * gmac * naive_count / ref["embed"]
     precision = encoder.info.precision
+    parallel: dict[str, Any] | None = None
+    if parallel_runs:
+        figures = median_dict([run.figures() for run in parallel_runs])
+        parallel = {
+            "processes": opts.processes,
+            **figures,
+            "speedup": figures["images_per_s"] / ref["images_per_s"],
+            "images_per_s_runs": [r.rate for r in parallel_runs],
+        }
     return {
         "mode": "ingest",
         "config": {
@@ -713,8 +751,10 @@ def bench_ingest(
             "repeat": opts.repeat,
             "queries": opts.queries,
             "milvus": backend,
+            "processes": opts.processes,
         },
         "ours": ours,
+        "ours_processes": parallel,
         "naive": ref,
         "speedup": ours["images_per_s"] / ref["images_per_s"],
         "runs": {
@@ -817,7 +857,7 @@ def bench_index(
     settings = _model_settings(base, opts)
     say(f"building the {settings.model} encoder for the query embedding")
     encoder = Encoder(settings, compile=opts.compile)
-    _warm(encoder, settings, 1)
+    warm_up(encoder, settings, 1)
     sample = None
     if opts.images is not None:
         sample = next(iter(prepare_sample(opts.images)), None)
@@ -964,6 +1004,20 @@ def render(report: dict[str, Any]) -> list[Any]:
         "",
         " ".join(f"{r:.2f}x" for r in report["runs"]["speedup"]),
     )
+    parallel = report.get("ours_processes")
+    if parallel:
+        main.add_row(
+            f"images/s end to end, {parallel['processes']} processes",
+            _fmt(parallel["images_per_s"]),
+            "",
+            f"{parallel['speedup']:.2f}x",
+        )
+        main.add_row(
+            "  in each run",
+            " ".join(_fmt(r, 0) for r in parallel["images_per_s_runs"]),
+            "",
+            "",
+        )
     for stage in STAGES:
         main.add_row(
             f"  {stage} s",
@@ -1072,6 +1126,14 @@ def register(cli: typer.Typer) -> None:
                 min=1, help="Time the naive reference on the first N images only (default: all)."
             ),
         ] = None,
+        processes: Annotated[
+            int,
+            typer.Option(
+                min=1,
+                help="Also time our pipeline in P processes writing to one collection, as "
+                "P worker processes do (one Python process is bound by its GIL).",
+            ),
+        ] = 1,
         as_json: Annotated[bool, typer.Option("--json", help="Print JSON, not tables.")] = False,
     ) -> None:
         """Measure ingest (ours vs. a naive reference) and search, or the index alone."""
@@ -1097,6 +1159,7 @@ def register(cli: typer.Typer) -> None:
             index_type=index_type,
             max_side=max_side,
             naive_count=naive_count,
+            processes=processes,
         )
 
         def say(message: str) -> None:

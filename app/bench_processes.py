@@ -1,0 +1,184 @@
+"""`picsearch bench --processes P`: our pipeline in P processes writing to one collection.
+
+This is what a deployment with `PICSEARCH_WORKER_CONCURRENCY=P` (or P worker containers)
+does: one Python process is bound by the work that holds its GIL (reading, routing and
+decoding dispatch, packing rows for Milvus), so several share one GPU. Each process builds its
+own encoder, warms it up, then pulls chunks of files from one queue, as Celery workers pull
+chunk tasks. The clock runs from the scan to the end of the load, like `run_ours`.
+
+Milvus Lite keeps one writer per collection in the service (concurrent writers can corrupt its
+WAL on restart); the bench's temporary server is never restarted, so several writers are
+measured there too, but point PICSEARCH_MILVUS_URI at a Milvus server for production figures.
+"""
+
+from __future__ import annotations
+
+import math
+import multiprocessing as mp
+import os
+import queue
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from multiprocessing.context import SpawnProcess
+
+    from app.bench import IngestRun
+    from app.core.config import Settings
+    from app.core.vectorstore import VectorStore
+
+RUN, STOP = "run", "stop"
+READY = "ready"
+START_TIMEOUT_S = 600.0  # model build, warm-up and torch.compile in every process
+
+
+@dataclass(frozen=True)
+class ProcessResult:
+    rank: int
+    indexed: int
+    errors: list[str]
+    timings: dict[str, float]
+
+
+def _serve(
+    rank: int,
+    settings: Settings,
+    compile_model: bool,
+    collection: str,
+    warm_count: int,
+    control: mp.Queue[str],
+    tasks: mp.Queue[list[str] | None],
+    results: mp.Queue[tuple[str, Any]],
+) -> None:
+    """One pipeline process: build and warm up; then, for each run it is told to start, index
+    chunks until it takes a None (one per process, so each process ends each run once)."""
+    try:
+        from app.bench import BenchSink, warm_up
+        from app.core.vectorstore import VectorStore
+        from app.ml.encoder import Encoder
+        from app.ml.registry import meta_for
+        from workers.pipeline import ChunkRunner
+
+        encoder = Encoder(settings, compile=compile_model)
+        store = VectorStore(settings, meta_for(encoder, settings), name=collection)
+        warm_up(encoder, settings, warm_count)
+        results.put((READY, rank))
+        while control.get() != STOP:
+            runner = ChunkRunner(settings, encoder, store, job_id=f"bench-p{rank}")
+            sink = BenchSink()
+            indexed = 0
+            while (task := tasks.get()) is not None:
+                indexed += runner.run(task, sink).indexed
+            errors = [f"{e.path}: {e.reason}" for e in sink.errors]
+            results.put(("done", ProcessResult(rank, indexed, errors, dict(runner.timings))))
+    except Exception as exc:  # reported to the parent, which fails the bench with it
+        results.put(("error", f"process {rank}: {type(exc).__name__}: {exc}"))
+
+
+class ProcessPool:
+    """P pipeline processes, started (and their models warmed) once, used for every run."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        processes: int,
+        collection: str,
+        compile_model: bool,
+        files: int,
+    ) -> None:
+        from app.bench import BenchError
+
+        if settings.torch_threads is None:  # P processes share the cores
+            settings = settings.model_copy(
+                update={"torch_threads": max(1, (os.cpu_count() or 1) // processes)}
+            )
+        self.settings = settings
+        self.processes = processes
+        ctx = mp.get_context("spawn")  # CUDA cannot be used in forked children
+        self.controls: list[mp.Queue[str]] = [ctx.Queue() for _ in range(processes)]
+        self.tasks: mp.Queue[list[str] | None] = ctx.Queue()
+        self.results: mp.Queue[tuple[str, Any]] = ctx.Queue()
+        share = math.ceil(files / processes)
+        self.procs: list[SpawnProcess] = [
+            ctx.Process(
+                target=_serve,
+                args=(rank, settings, compile_model, collection, share)
+                + (self.controls[rank], self.tasks, self.results),
+                daemon=True,
+            )
+            for rank in range(processes)
+        ]
+        for proc in self.procs:
+            proc.start()
+        try:
+            for _ in self.procs:
+                kind, value = self._next(START_TIMEOUT_S)
+                if kind != READY:
+                    raise BenchError(str(value))
+        except BaseException:
+            self.close()
+            raise
+
+    def _next(self, timeout: float) -> tuple[str, Any]:
+        from app.bench import BenchError
+
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                return self.results.get(timeout=1.0)
+            except queue.Empty:
+                dead = [p.exitcode for p in self.procs if p.exitcode not in (None, 0)]
+                if dead or time.monotonic() > deadline:
+                    raise BenchError(
+                        f"a bench process exited ({dead})" if dead else "bench processes timed out"
+                    ) from None
+
+    def run(self, folder: Path, store: VectorStore, chunk_size: int) -> IngestRun:
+        """Index `folder` once; the stages are process 0's (and finishing the load)."""
+        from app.bench import BenchError, IngestRun
+        from workers.pipeline import scan_folder, share_chunks
+
+        start = time.perf_counter()
+        found = scan_folder(folder, [folder])
+        for chunk in share_chunks(found.files, chunk_size, self.processes):
+            self.tasks.put(list(chunk))
+        for control in self.controls:
+            self.tasks.put(None)
+            control.put(RUN)
+        done: list[ProcessResult] = []
+        while len(done) < self.processes:
+            kind, value = self._next(START_TIMEOUT_S)
+            if kind != "done":
+                raise BenchError(str(value))
+            done.append(value)
+        flushed = time.perf_counter()
+        store.finish_load()
+        end = time.perf_counter()
+        indexed = sum(r.indexed for r in done)
+        errors = [
+            *(f"{e.path}: {e.reason}" for e in found.errors),
+            *(e for r in done for e in r.errors),
+        ]
+        if errors or indexed != len(found.files):
+            raise BenchError(
+                f"{self.processes} processes indexed {indexed}/{len(found.files)} files: "
+                + "; ".join(errors[:5])
+            )
+        first = min(done, key=lambda r: r.rank).timings
+        stages = {
+            "decode": first.get("decode_wait", 0.0),
+            "embed": first.get("embed", 0.0),
+            "write": first.get("write", 0.0) + end - flushed,
+        }
+        stages["other"] = max(0.0, end - start - sum(stages.values()))
+        return IngestRun(indexed, end - start, stages)
+
+    def close(self) -> None:
+        for control in self.controls:
+            control.put(STOP)
+        for proc in self.procs:
+            proc.join(timeout=30)
+            if proc.is_alive():
+                proc.kill()
