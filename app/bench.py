@@ -667,18 +667,18 @@ def bench_ingest(
             naive_store = make_store(target.settings, f"bench_{token}_naive", encoder, 0)
             stores = [ours_store, naive_store]
             pool = None
-            if opts.processes > 1:
-                stores.append(make_store(target.settings, f"bench_{token}_procs", encoder, 0))
-                say(f"starting {opts.processes} pipeline processes")
-                pool = ProcessPool(
-                    target.settings,
-                    opts.processes,
-                    stores[2].name,
-                    opts.compile or settings.torch_compile,
-                    len(files),
-                )
-                cleanup.callback(pool.close)
             try:
+                if opts.processes > 1:
+                    stores.append(make_store(target.settings, f"bench_{token}_procs", encoder, 0))
+                    say(f"starting {opts.processes} pipeline processes")
+                    pool = ProcessPool(
+                        target.settings,
+                        opts.processes,
+                        stores[2].name,
+                        opts.compile or settings.torch_compile,
+                        len(files),
+                    )
+                    cleanup.callback(pool.close)
                 for r in range(opts.repeat):
                     if r:
                         for store in stores:

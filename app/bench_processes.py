@@ -94,7 +94,6 @@ class ProcessPool:
             settings = settings.model_copy(
                 update={"torch_threads": max(1, (os.cpu_count() or 1) // processes)}
             )
-        self.settings = settings
         self.processes = processes
         ctx = mp.get_context("spawn")  # CUDA cannot be used in forked children
         self.controls: list[mp.Queue[str]] = [ctx.Queue() for _ in range(processes)]
@@ -104,8 +103,16 @@ class ProcessPool:
         self.procs: list[SpawnProcess] = [
             ctx.Process(
                 target=_serve,
-                args=(rank, settings, compile_model, collection, share)
-                + (self.controls[rank], self.tasks, self.results),
+                args=(
+                    rank,
+                    settings,
+                    compile_model,
+                    collection,
+                    share,
+                    self.controls[rank],
+                    self.tasks,
+                    self.results,
+                ),
                 daemon=True,
             )
             for rank in range(processes)
