@@ -276,18 +276,38 @@ def run_ours(settings: Settings, encoder: Encoder, folder: Path, store: VectorSt
     indexed = 0
     for chunk in chunked(found.files, settings.chunk_size_for(encoder.device.type)):
         indexed += runner.run(chunk, sink).indexed
-    flushed = time.perf_counter()
+    finishing = time.perf_counter()
     store.finish_load()  # as the job's finalize step does
-    runner.timings["write"] += time.perf_counter() - flushed
-    seconds = time.perf_counter() - start
-    problems = [*found.errors, *sink.errors]
-    if problems or indexed != len(found.files):
-        detail = "; ".join(f"{e.path}: {e.reason}" for e in problems[:5])
-        raise BenchError(f"our pipeline indexed {indexed}/{len(found.files)} files: {detail}")
+    end = time.perf_counter()
+    problems = [f"{e.path}: {e.reason}" for e in [*found.errors, *sink.errors]]
+    return pipeline_run(
+        "our pipeline",
+        indexed,
+        len(found.files),
+        problems,
+        runner.timings,
+        finishing=end - finishing,
+        seconds=end - start,
+    )
+
+
+def pipeline_run(
+    who: str,
+    indexed: int,
+    total: int,
+    problems: list[str],
+    timings: dict[str, float],
+    finishing: float,
+    seconds: float,
+) -> IngestRun:
+    """A run of our pipeline from ChunkRunner's `timings` and the seconds spent finishing the
+    load (stages as in `run_ours`); fails the bench unless all `total` files were indexed."""
+    if problems or indexed != total:
+        raise BenchError(f"{who} indexed {indexed}/{total} files: " + "; ".join(problems[:5]))
     stages = {
-        "decode": runner.timings["decode_wait"],
-        "embed": runner.timings["embed"],
-        "write": runner.timings["write"],
+        "decode": timings["decode_wait"],
+        "embed": timings["embed"],
+        "write": timings["write"] + finishing,
     }
     stages["other"] = max(0.0, seconds - sum(stages.values()))
     return IngestRun(indexed, seconds, stages)

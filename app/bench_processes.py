@@ -144,7 +144,7 @@ class ProcessPool:
 
     def run(self, folder: Path, store: VectorStore, chunk_size: int) -> IngestRun:
         """Index `folder` once; the stages are process 0's (and finishing the load)."""
-        from app.bench import BenchError, IngestRun
+        from app.bench import BenchError, pipeline_run
         from workers.pipeline import scan_folder, share_chunks
 
         start = time.perf_counter()
@@ -160,27 +160,20 @@ class ProcessPool:
             if kind != "done":
                 raise BenchError(str(value))
             done.append(value)
-        flushed = time.perf_counter()
+        finishing = time.perf_counter()
         store.finish_load()
         end = time.perf_counter()
-        indexed = sum(r.indexed for r in done)
-        errors = [
-            *(f"{e.path}: {e.reason}" for e in found.errors),
-            *(e for r in done for e in r.errors),
-        ]
-        if errors or indexed != len(found.files):
-            raise BenchError(
-                f"{self.processes} processes indexed {indexed}/{len(found.files)} files: "
-                + "; ".join(errors[:5])
-            )
-        first = min(done, key=lambda r: r.rank).timings
-        stages = {
-            "decode": first.get("decode_wait", 0.0),
-            "embed": first.get("embed", 0.0),
-            "write": first.get("write", 0.0) + end - flushed,
-        }
-        stages["other"] = max(0.0, end - start - sum(stages.values()))
-        return IngestRun(indexed, end - start, stages)
+        problems = [f"{e.path}: {e.reason}" for e in found.errors]
+        problems += [e for r in done for e in r.errors]
+        return pipeline_run(
+            f"{self.processes} processes",
+            sum(r.indexed for r in done),
+            len(found.files),
+            problems,
+            min(done, key=lambda r: r.rank).timings,
+            finishing=end - finishing,
+            seconds=end - start,
+        )
 
     def close(self) -> None:
         for control in self.controls:
