@@ -11,7 +11,13 @@ from typing import Annotated, Any
 import httpx
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 from app.bench import register as register_bench
@@ -136,7 +142,7 @@ def _follow(api: str | None, job_id: str, quiet: bool) -> dict[str, Any]:
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),
-        TextColumn("{task.completed:.0f}/{task.total:.0f}"),
+        MofNCompleteColumn(),  # "3/?" while the total is unknown (a format spec fails on None)
         TextColumn("{task.fields[rate]}"),
         TimeRemainingColumn(),
     )

@@ -43,6 +43,13 @@ def test_load_wait_search_and_stats(stack: RunningStack) -> None:
     assert table.returncode == 0 and str(files[2].resolve()) in table.stdout
 
 
+def test_load_wait_draws_the_progress_bar_and_prints_a_summary(stack: RunningStack) -> None:
+    files = write_distinct_set(stack.images_root / "cli-bar", 3, start=6100)
+    proc = run(stack, "load", str(files[0].parent), "--wait")
+    assert proc.returncode == 0, proc.stderr
+    assert "succeeded: 3 found, 3 indexed, 0 unchanged, 0 failed" in proc.stdout
+
+
 def test_errors_exit_non_zero_with_the_message(stack: RunningStack) -> None:
     outside = run(stack, "load", "/etc")
     assert outside.returncode == 1
