@@ -114,23 +114,21 @@ def _quote(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def _like_escape(value: str) -> str:
-    # LIKE wildcards in a folder name must match literally; results are re-checked anyway.
-    return value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-
-
 def _prefix_filter(prefix: str) -> str:
-    """A `path like` filter matching at least every path under `prefix`.
+    """A `path like "<prefix>%"` filter matching at least every path under `prefix`.
 
-    Milvus string literals cannot hold control characters (a newline is legal in a Linux
-    file name), so the pattern stops before the first one; callers re-check the prefix.
+    LIKE differs across Milvus versions: 2.3 takes `_` literally and refuses `%` before the
+    end, Milvus Lite and 2.4+ read `_` as a wildcard, and only 2.5+ accept escapes. So the
+    pattern keeps `_` as is (a literal or a wider match) and stops before the first `%` or
+    backslash, and before a control character (string literals cannot hold one); callers
+    re-check the prefix.
     """
     safe = prefix
     for index, char in enumerate(prefix):
-        if ord(char) < 32 or ord(char) == 127:
+        if char in "%\\" or ord(char) < 32 or ord(char) == 127:
             safe = prefix[:index]
             break
-    return f"path like {_quote(_like_escape(safe) + '%')}"
+    return f"path like {_quote(safe + '%')}"
 
 
 def folder_prefix(folder: str) -> str:

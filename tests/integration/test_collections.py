@@ -105,17 +105,23 @@ def test_delete_by_id_and_by_folder_keep_counts_exact(stack: RunningStack) -> No
 
 
 def test_reload_with_prune_removes_vanished_files(stack: RunningStack) -> None:
-    folder = stack.images_root / "pruning"
+    # `_` and `%` are LIKE wildcards or literals depending on the Milvus version; the
+    # sibling's name matches `prune_50%` as a pattern but is not under the folder.
+    folder = stack.images_root / "prune_50%_off"
+    sibling = stack.images_root / "prune-50%-off"
     files = write_distinct_set(folder, 6, start=5300)
+    sibling_files = write_distinct_set(sibling, 2, start=5310)
     _load(stack, folder)
+    _load(stack, sibling)
     with stack.client() as client:
         before = _count(client)
     files[0].unlink()
     files[1].unlink()
+    sibling_files[0].unlink()
     job = _load(stack, folder, prune=True)
     assert (job["pruned"], job["unchanged"], job["indexed"]) == (2, 4, 0)
     with stack.client() as client:
-        assert _count(client) == before - 2
+        assert _count(client) == before - 2  # the sibling's vanished file is not pruned
 
 
 def test_search_options(stack: RunningStack) -> None:
