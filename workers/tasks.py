@@ -53,9 +53,10 @@ class JobTask(Task):  # type: ignore[type-arg]
 
 
 def fail_job(jobs: JobStore, job_id: str, message: str) -> None:
-    log.error("job failed: %s", message, extra={"job_id": job_id})
-    jobs.set_fields(job_id, message=message)
-    jobs.transition(job_id, JobState.failed)
+    if jobs.transition(job_id, JobState.failed, message=message):
+        log.error("job failed: %s", message, extra={"job_id": job_id})
+    else:
+        log.warning("job already ended; not failed by: %s", message, extra={"job_id": job_id})
 
 
 class RedisSink:

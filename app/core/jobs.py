@@ -105,8 +105,9 @@ def _ts(value: str | None) -> datetime | None:
 _TRANSITION = """
 local cur = redis.call('HGET', KEYS[1], 'state')
 if not cur then return -1 end
-for i = 2, #ARGV do if cur == ARGV[i] then return 0 end end
+for i = 3, #ARGV do if cur == ARGV[i] then return 0 end end
 redis.call('HSET', KEYS[1], 'state', ARGV[1])
+if ARGV[2] ~= '' then redis.call('HSET', KEYS[1], 'message', ARGV[2]) end
 return 1
 """
 
@@ -160,10 +161,17 @@ class JobStore:
         return JobState(str(value)) if value else None
 
     def transition(
-        self, job_id: str, new: JobState, *, unless: frozenset[JobState] = TERMINAL_STATES
+        self,
+        job_id: str,
+        new: JobState,
+        *,
+        unless: frozenset[JobState] = TERMINAL_STATES,
+        message: str = "",
     ) -> bool:
-        """Move to `new` unless the current state is in `unless`. True if it moved."""
-        moved = self._transition(keys=[self.key(job_id)], args=[new.value, *unless])
+        """Move to `new` unless the current state is in `unless`; True if it moved. The
+        `message` is set in the same step, so a job's reason is never overwritten by a
+        later, losing transition (e.g. a chunk failing after the job was cancelled)."""
+        moved = self._transition(keys=[self.key(job_id)], args=[new.value, message, *unless])
         if moved != 1:
             return False
         # started_at (for images/s and ETA) counts from embedding, not from the folder walk.

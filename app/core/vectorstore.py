@@ -277,10 +277,15 @@ class VectorStore:
         index.add_index(
             field_name="vector", index_type=index_type, metric_type="COSINE", params=params
         )
+        # The metadata comes with the collection: set afterwards, another process could see
+        # the new collection without it and refuse it as foreign (seen on a Milvus server).
         c.create_collection(
-            self.name, schema=schema, index_params=index, consistency_level="Strong"
+            self.name,
+            schema=schema,
+            index_params=index,
+            consistency_level="Strong",
+            properties={META_PROPERTY: self.meta.to_json()},
         )
-        c.alter_collection_properties(self.name, properties={META_PROPERTY: self.meta.to_json()})
         log.info("created collection %s (%s, %s)", self.name, self.meta.describe(), index_type)
 
     def drop(self) -> None:

@@ -73,11 +73,15 @@ def test_chunk_counters_are_overwritten_not_added(jobs: JobStore) -> None:
 def test_terminal_states_are_final(jobs: JobStore) -> None:
     job = jobs.create("/x", "c")
     assert jobs.transition(job, JobState.scanning)
-    assert jobs.transition(job, JobState.cancelled)
+    assert jobs.transition(job, JobState.cancelled, message="cancelled: dropped")
     assert not jobs.transition(job, JobState.succeeded)
+    # A chunk failing after the cancel keeps neither its state nor its reason (seen against
+    # a Milvus server: the reason used to be written first, and overwrote "dropped").
+    assert not jobs.transition(job, JobState.failed, message="CollectionMismatch: ...")
     assert jobs.state(job) is JobState.cancelled
     progress = jobs.progress(job)
     assert progress is not None and progress.finished_at is not None
+    assert progress.message == "cancelled: dropped"
     assert not jobs.transition("unknown", JobState.failed)
 
 

@@ -54,8 +54,8 @@ def drop_store(services: Services, store: VectorStore) -> DropResult:
     """Cancel the collection's running loads, then drop it (the default one comes back empty)."""
     cancelled = []
     for job_id in services.jobs.active(store.name):
-        if services.jobs.transition(job_id, JobState.cancelled):
-            services.jobs.set_fields(job_id, message="cancelled: the collection was dropped")
+        reason = "cancelled: the collection was dropped"
+        if services.jobs.transition(job_id, JobState.cancelled, message=reason):
             cancelled.append(job_id)
     with services.jobs.writer_lock(store.name, services.settings.single_writer):
         count = store.count() if store.stored_meta() == store.meta else 0

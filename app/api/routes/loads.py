@@ -37,8 +37,8 @@ def start_load(body: LoadRequest, services: ServicesDep) -> LoadCreated:
             TASK_SCAN, args=[job_id], queue=TASK_QUEUE, task_id=f"{job_id}-scan"
         )
     except Exception:  # broker unreachable: no job may wait forever in `queued`
-        services.jobs.set_fields(job_id, message="could not queue the job: broker unavailable")
-        services.jobs.transition(job_id, JobState.failed)
+        reason = "could not queue the job: broker unavailable"
+        services.jobs.transition(job_id, JobState.failed, message=reason)
         raise
     return LoadCreated(job_id=job_id, status_url=f"/api/v1/loads/{job_id}")
 
@@ -71,7 +71,6 @@ def cancel_load(job_id: str, services: ServicesDep) -> JobProgress:
     """Stop a running job after its current batch. Vectors already written stay indexed
     and searchable. 409 if the job has already finished."""
     current = _get(services, job_id)
-    if not services.jobs.transition(job_id, JobState.cancelled):
+    if not services.jobs.transition(job_id, JobState.cancelled, message="cancelled by request"):
         raise ConflictError(f"job {job_id} already {current.state.value}")
-    services.jobs.set_fields(job_id, message="cancelled by request")
     return _get(services, job_id)
