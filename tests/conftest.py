@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import socket
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,9 @@ from app.core.config import Settings
 from app.launcher import Stack
 
 ARTIFACTS = Path(os.environ.get("PICSEARCH_TEST_ARTIFACTS", "test-artifacts")).resolve()
+EXTERNAL_MILVUS = os.environ.get("PICSEARCH_TEST_MILVUS_URI")
+# A database of its own on an external Milvus, so runs never see each other's vectors.
+EXTERNAL_MILVUS_DB = f"picsearch_test_{uuid.uuid4().hex[:12]}"
 
 
 def free_port() -> int:
@@ -50,9 +54,10 @@ def stack_env(base: Path, **overrides: str) -> dict[str, str]:
             "PICSEARCH_LOG_LEVEL": "INFO",
         }
     )
-    if external := os.environ.get("PICSEARCH_TEST_MILVUS_URI"):
+    if EXTERNAL_MILVUS:
         # Run the same suite against a Milvus standalone/cluster instead of Milvus Lite.
-        env["PICSEARCH_MILVUS_URI"] = external
+        env["PICSEARCH_MILVUS_URI"] = EXTERNAL_MILVUS
+        env["PICSEARCH_MILVUS_DB"] = EXTERNAL_MILVUS_DB
     env.update(overrides)
     return env
 
@@ -93,6 +98,24 @@ class RunningStack:
                     return job
                 time.sleep(0.3)
         raise AssertionError(f"job {job_id} did not finish in {timeout}s: {job}")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def external_milvus_db() -> Iterator[None]:
+    """On an external Milvus, create this run's database, and drop it with all it holds."""
+    if not EXTERNAL_MILVUS:
+        yield
+        return
+    from pymilvus import MilvusClient
+
+    MilvusClient(EXTERNAL_MILVUS).create_database(EXTERNAL_MILVUS_DB)
+    try:
+        yield
+    finally:
+        client = MilvusClient(EXTERNAL_MILVUS, db_name=EXTERNAL_MILVUS_DB)
+        for name in client.list_collections():
+            client.drop_collection(name)
+        client.drop_database(EXTERNAL_MILVUS_DB)
 
 
 @pytest.fixture(scope="session")

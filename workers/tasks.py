@@ -82,7 +82,7 @@ class RedisSink:
 
 def finalize(ctx: WorkerContext, job_id: str, tools: JobTools) -> None:
     """Finish the load (a flush on Milvus Lite), then mark succeeded: the bar reaches 100 %
-    only once the vectors are durable and searched at full speed."""
+    only once every vector is searchable, from any client, at full speed."""
     ctx.jobs.transition(job_id, JobState.finalizing)
     with ctx.jobs.writer_lock(tools.store.name, ctx.settings.single_writer):
         tools.store.finish_load()

@@ -74,6 +74,12 @@ class Settings(BaseSettings):
         default=None, description="Milvus standalone/cluster URI; unset: embedded Milvus Lite."
     )
     milvus_token: SecretStr | None = None
+    milvus_db: str = Field(
+        default="",
+        pattern=r"^([A-Za-z_][A-Za-z0-9_]{0,254})?$",
+        description="Database on the Milvus server (it must exist); empty: the server's "
+        "default. Lets one Milvus serve several deployments. Milvus Lite ignores it.",
+    )
     embedded_milvus_port: int = 19540
     milvus_single_writer: bool | None = Field(
         default=None,
@@ -93,9 +99,10 @@ class Settings(BaseSettings):
     search_consistency: SearchConsistency = Field(
         default="Session",
         description="Milvus consistency level of searches. Strong makes every search wait for "
-        "the server's next time tick (~0.4 s against Milvus 2.3.5 standalone, vs 6 ms); with "
-        "Session, new and deleted vectors show in searches within ~0.2-0.4 s there. Milvus "
-        "Lite ignores it.",
+        "the server's next time tick (~0.4 s against Milvus 2.3.5 standalone, vs 6 ms). With "
+        "Session, a finished load and an API delete are in searches at once (both wait for "
+        "the server's query nodes); vectors of a load still running show within ~0.2-0.4 s "
+        "there. Milvus Lite ignores it.",
     )
 
     # Model
@@ -173,6 +180,10 @@ class Settings(BaseSettings):
     @property
     def milvus_dsn(self) -> str:
         return self.milvus_uri or f"http://127.0.0.1:{self.embedded_milvus_port}"
+
+    @property
+    def milvus_db_name(self) -> str:
+        return "" if self.milvus_is_embedded else self.milvus_db
 
     @property
     def milvus_is_embedded(self) -> bool:

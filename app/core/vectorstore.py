@@ -157,6 +157,7 @@ class MilvusConnection:
                     self._client = MilvusClient(
                         uri=self.settings.milvus_dsn,
                         token=token.get_secret_value() if token else "",
+                        db_name=self.settings.milvus_db_name,
                         timeout=10,
                     )
                 except MilvusException as exc:
@@ -309,14 +310,31 @@ class VectorStore:
         self._call("flush", lambda c: c.flush(self.name))
 
     def finish_load(self) -> None:
-        """End of a load: flush on Milvus Lite only, which searches unflushed rows ~10x slower.
+        """End of a load: every row it wrote becomes searchable, from any client.
 
-        A Milvus server has logged every acknowledged upsert already, searches its growing
-        segments as they are, and seals them itself; a flush there costs ~3 s and makes small
-        segments (Milvus advises relying on its automatic flushes).
+        Milvus Lite gets a flush (it searches unflushed rows ~10x slower). A server has logged
+        every acknowledged upsert already, but another client's Session search sees them only
+        once the query nodes have consumed them (~0.2-0.4 s later): `await_searchable` waits
+        for that. A server's flush would cost ~3 s and make small segments.
         """
         if self.settings.milvus_is_embedded:
             self.flush()
+        else:
+            self.await_searchable()
+
+    def await_searchable(self) -> None:
+        """Return once searches at any consistency level see every write made so far.
+
+        A Strong query waits until the query nodes have consumed up to the current time, and
+        they never go back, so later Session and Bounded searches see those writes too.
+        """
+        self.ensure_collection()
+        self._call(
+            "query",
+            lambda c: c.query(
+                self.name, filter="", output_fields=["count(*)"], consistency_level="Strong"
+            ),
+        )
 
     def count(self) -> int:
         self.ensure_collection()
@@ -390,11 +408,13 @@ class VectorStore:
         return [h for h in hits if prefix is None or h.path.startswith(prefix)]
 
     def delete(self, ids: Sequence[str]) -> int:
-        """Delete rows by id; returns how many existed."""
+        """Delete rows by id, gone from searches on return; returns how many existed."""
         present = list(self.existing(ids))
         for start in range(0, len(present), 1000):
             batch = present[start : start + 1000]
             self._call("delete", lambda c, b=batch: c.delete(self.name, ids=b))
+        if present and not self.settings.milvus_is_embedded:
+            self.await_searchable()
         return len(present)
 
     def rows_under(self, folder: str) -> dict[str, str]:

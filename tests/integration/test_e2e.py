@@ -285,3 +285,27 @@ def test_cancel_stops_the_job_and_keeps_what_was_indexed(stack: RunningStack) ->
         assert again.status_code == 409 and again.json()["error"] == "conflict"
         listed = client.get("/api/v1/loads", params={"state": "cancelled"}).json()["jobs"]
         assert job_id in [j["job_id"] for j in listed]
+
+
+def test_a_finished_load_and_a_delete_show_in_searches_at_once(stack: RunningStack) -> None:
+    """`succeeded` means searchable from the API's own client, and a deleted image is gone
+    when its DELETE returns. Against a Milvus server (PICSEARCH_TEST_MILVUS_URI) both lagged
+    ~0.3 s until the job's end and the delete waited for the query nodes."""
+    folder = stack.images_root / "visible_at_once"
+    newest = write_distinct_set(folder, 8, start=800)[-1]  # in the last batch written
+    newest_id = image_id(str(newest.resolve()))
+    with stack.client() as client:
+        job_id = client.post("/api/v1/loads", json={"path": str(folder)}).json()["job_id"]
+        deadline = time.monotonic() + 120
+        while (job := client.get(f"/api/v1/loads/{job_id}").json())["state"] not in (
+            "succeeded",
+            "failed",
+            "cancelled",
+        ):
+            assert time.monotonic() < deadline, job
+            time.sleep(0.02)
+        assert job["state"] == "succeeded"
+        assert _search(client, newest.read_bytes(), top_k=3)["results"][0]["id"] == newest_id
+        assert client.delete(f"/api/v1/images/{newest_id}").status_code == 200
+        hits = _search(client, newest.read_bytes(), top_k=3)["results"]
+        assert newest_id not in [hit["id"] for hit in hits]
