@@ -305,7 +305,7 @@ def test_index_only_mode_at_a_tiny_size(bench_cli: typer.Typer) -> None:
     assert row["backend"] == "milvus-lite" and row["size"] == 500
     assert row["index_type"] == "HNSW" and row["insert_vectors_per_s"] > 0
     assert row["search_p50_ms"] <= row["search_p99_ms"]
-    assert row["recall_at_10"] >= 0.99 and row["index_ready_s"] >= 0
+    assert row["recall_at_10"] >= 0.99 and row["index_ready_s"] >= 0 and row["index_built"]
     assert row["query_p50_ms"] >= row["embed_p50_ms"] > 0
     assert "500" in rendered(report)
 
@@ -314,6 +314,9 @@ def test_bench_without_images_fails_cleanly(bench_cli: typer.Typer, tmp_path: Pa
     result = CliRunner().invoke(bench_cli, ["bench", "--images", str(tmp_path), "-n", "2"])
     assert result.exit_code == 1
     assert "no image files" in result.output
+    result = CliRunner().invoke(bench_cli, ["bench", "--index-only", "--skip-lite"])
+    assert result.exit_code == 1
+    assert "--skip-lite leaves nothing to measure without PICSEARCH_MILVUS_URI" in result.output
 
 
 # -- CUDA (skipped without a device) ----------------------------------------------------------
