@@ -150,7 +150,7 @@ class ProcessPool:
         start = time.perf_counter()
         found = scan_folder(folder, [folder])
         for chunk in share_chunks(found.files, chunk_size, self.processes):
-            self.tasks.put(list(chunk))
+            self.tasks.put(chunk)
         for control in self.controls:
             self.tasks.put(None)
             control.put(RUN)

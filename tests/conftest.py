@@ -89,14 +89,14 @@ class RunningStack:
     def restart_worker(self, name: str = "worker") -> None:
         self.stack.start_worker(name)
 
-    def wait_job(self, job_id: str, timeout: float = 300) -> dict[str, Any]:
+    def wait_job(self, job_id: str, timeout: float = 300, poll: float = 0.3) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         with self.client() as client:
             while time.monotonic() < deadline:
                 job: dict[str, Any] = client.get(f"/api/v1/loads/{job_id}").json()
                 if job["state"] in ("succeeded", "failed", "cancelled"):
                     return job
-                time.sleep(0.3)
+                time.sleep(poll)
         raise AssertionError(f"job {job_id} did not finish in {timeout}s: {job}")
 
 

@@ -327,7 +327,10 @@ class VectorStore:
 
         A Strong query waits until the query nodes have consumed up to the current time, and
         they never go back, so later Session and Bounded searches see those writes too.
+        Milvus Lite's searches see every acknowledged write already: nothing to wait for.
         """
+        if self.settings.milvus_is_embedded:
+            return
         self.ensure_collection()
         self._call(
             "query",
@@ -413,7 +416,7 @@ class VectorStore:
         for start in range(0, len(present), 1000):
             batch = present[start : start + 1000]
             self._call("delete", lambda c, b=batch: c.delete(self.name, ids=b))
-        if present and not self.settings.milvus_is_embedded:
+        if present:
             self.await_searchable()
         return len(present)
 
