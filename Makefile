@@ -39,7 +39,7 @@ lint: install ## ruff (lint + format check) and mypy --strict
 test: install system-deps lint ## Install everything and run the whole test suite
 	$(PY) -m pytest
 
-bench: install ## Ingest and search benchmark (see README); pass ARGS="--images DIR"
+bench: install ## Ingest and search benchmark (see docs/benchmarks.md); pass ARGS="--images DIR"
 	$(VENV)/bin/picsearch bench $(ARGS)
 
 clean: ## Remove caches (keeps .venv and data/)
