@@ -258,7 +258,9 @@ class Stack:
         env = {"OMP_WAIT_POLICY": "PASSIVE", **self.env}
         proc = spawn("api", api_argv(self.settings), env, self.log_dir)
         self.procs["api"] = proc
-        wait_for_http(proc, f"{self.api_url}/healthz", 180, self.log_dir)
+        # The first start on a machine also times the CPU runtimes (about a minute on two
+        # cores, more when busy); the wait ends at once if the API exits.
+        wait_for_http(proc, f"{self.api_url}/healthz", 900, self.log_dir)
 
     def start(self) -> None:
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -293,7 +295,11 @@ def run_forever(settings: Settings) -> int:
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     print(
-        f"Starting Picsearch (data in {settings.data_dir}, logs in {stack.log_dir}) …", flush=True
+        f"Starting Picsearch (data in {settings.data_dir}, logs in {stack.log_dir}) …\n"
+        "Without a GPU, the first start on a machine also times how the model runs fastest "
+        "on its CPU "
+        "(about a minute; kept for later starts).",
+        flush=True,
     )
     stack.start()
     print(

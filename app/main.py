@@ -41,7 +41,7 @@ def _unique_id(route: APIRoute) -> str:
 
 
 def build_services(settings: Settings, metrics: ApiMetrics) -> Services:
-    encoder = Encoder(settings)
+    encoder = Encoder(settings, purpose="query")
     jobs = JobStore(
         redis_client(settings.redis_dsn),
         ttl_seconds=settings.job_ttl_seconds,
@@ -55,7 +55,7 @@ def build_services(settings: Settings, metrics: ApiMetrics) -> Services:
         settings=settings,
         jobs=jobs,
         collections=CollectionRegistry(settings, meta_for(encoder, settings)),
-        encoders=EncoderRegistry(settings, encoder),
+        encoders=EncoderRegistry(settings, encoder, purpose="query"),
         tasks=producer,
         model_pool=ThreadPoolExecutor(1, "embed"),
         metrics=metrics,

@@ -69,6 +69,28 @@ class SearchResponse(BaseModel):
     timings: SearchTimings
 
 
+class RuntimeTrialInfo(BaseModel):
+    name: str = Field(description="Runtime and precision, e.g. openvino-bf16, eager-fp32.")
+    micro_batch: int = Field(description="Images per forward pass it was timed at.")
+    images_per_s: float | None = Field(description="Measured speed; null when not timed.")
+    cosine: float | None = Field(description="Lowest cosine to eager fp32 on the probe images.")
+    accepted: bool
+    note: str = Field(description="Why it was not timed or was refused.")
+
+
+class CpuRuntimeInfo(BaseModel):
+    """How the model runs on this CPU, chosen by timing every runtime it supports."""
+
+    cpu: str = Field(description="CPU model, logical CPUs and the flags that matter.")
+    query: str = Field(description="Runtime of single-image queries (this API process).")
+    query_reason: str
+    batch: str = Field(description="Runtime a worker with these settings uses for loads.")
+    batch_reason: str
+    measured_s: float = Field(description="How long the measurement took when it ran.")
+    cached: bool = Field(description="True when read from the cache of an earlier start.")
+    trials: list[RuntimeTrialInfo]
+
+
 class Stats(BaseModel):
     collection: str
     count: int = Field(description="Vectors in the collection.")
@@ -81,6 +103,10 @@ class Stats(BaseModel):
     recipe: str = Field(description="Preprocessing and pooling that produced the vectors.")
     device: str
     precision: str
+    runtime: str = Field(description="How queries run the model: e.g. openvino, cuda-autocast.")
+    cpu_runtime: CpuRuntimeInfo | None = Field(
+        default=None, description="On a CPU: what was measured and chosen, and why."
+    )
     milvus: str = Field(description="'embedded' (Milvus Lite) or the server URI.")
     max_upload_bytes: int = Field(description="Largest accepted search upload.")
     api_key_required: bool = Field(description="Mutating routes need the X-API-Key header.")

@@ -16,6 +16,7 @@ ModelName = Literal["vgg16", "mobilenet_v2"]
 Pooling = Literal["mac", "spoc", "gem"]
 DeviceChoice = Literal["auto", "cuda", "cpu"]
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
+CpuRuntime = Literal["auto", "eager", "onednn-prepacked", "openvino"]
 IndexType = Literal["auto", "FLAT", "IVF_FLAT", "HNSW"]
 SearchConsistency = Literal["Strong", "Session", "Bounded", "Eventually"]
 
@@ -118,6 +119,18 @@ class Settings(BaseSettings):
     pooling: Pooling = "gem"
     image_size: int = Field(default=224, ge=32, le=1024)
     torch_threads: int | None = Field(default=None, ge=1)
+    cpu_runtime: CpuRuntime = Field(
+        default="auto",
+        description="How the model runs on a CPU: 'auto' times every runtime this CPU "
+        "supports (eager PyTorch, prepacked oneDNN, OpenVINO; fp32 and, with hardware bf16, "
+        "bf16 unless PICSEARCH_PRECISION says otherwise) once per machine and keeps the "
+        "fastest whose vectors agree with eager fp32; a name restricts the choice to it.",
+    )
+    runtime_cache_dir: Path | None = Field(
+        default=None,
+        description="Where the CPU runtime measurement and converted models are kept; "
+        "unset: PICSEARCH_DATA_DIR/runtime-cache.",
+    )
 
     # Ingest
     batch_size: int | None = Field(
@@ -210,6 +223,10 @@ class Settings(BaseSettings):
     @property
     def effective_index_type(self) -> str:
         return "HNSW" if self.index_type == "auto" else self.index_type
+
+    @property
+    def effective_runtime_cache_dir(self) -> Path:
+        return self.runtime_cache_dir or self.data_dir / "runtime-cache"
 
     @property
     def thumbnail_dir(self) -> Path:

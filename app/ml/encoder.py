@@ -5,12 +5,10 @@ Built once per process (worker child or API lifespan), never at import time.
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import logging
 import os
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,26 +20,37 @@ from torch import nn
 
 from app.core.config import Settings
 from app.core.errors import ConfigurationError, WeightsNotFound
+from app.ml.cpu import cpu_has_native_bf16
+from app.ml.runtime_choice import (
+    RUNTIMES,
+    Candidate,
+    Purpose,
+    RuntimeReport,
+    TrunkSpec,
+    build_runtime,
+)
+from app.ml.runtime_choice import choose as choose_runtime
+from app.ml.trunks import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    TrunkFn,
+    lower_precision,
+    pool_features,
+)
 
 log = logging.getLogger(__name__)
 
 RANDOM_SEED = 20240601
-GEM_P = 3.0
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 @dataclass(frozen=True)
 class BackboneSpec:
     dim: int
     weights_enum: Any  # a torchvision WeightsEnum member
-    # precision=auto uses bf16 on CPUs with hardware bf16 only where it is faster: dense
-    # convolutions (VGG16: ~4x); MobileNetV2 is bound by depthwise convs, which stay fp32.
-    cpu_bf16: bool = True
-    # Images per forward pass on CPU (None: the whole batch). VGG16's activations for a
-    # batch of 16 overflow the caches: one image at a time is ~1.5x faster per image.
-    # MobileNetV2's small maps prefer batches (~1.7x faster at 16 than at 1).
-    cpu_micro_batch: int | None = 1
+    # Images per forward pass worth timing on a CPU for loads (queries run one): VGG16's
+    # activations for a batch of 16 overflow the caches; MobileNetV2's small maps prefer
+    # batches (~1.7x faster at 16 than at 1). Which is faster is measured where it runs.
+    cpu_micro_batches: tuple[int, ...] = (1, 8)
 
     @property
     def file_name(self) -> str:
@@ -58,8 +67,7 @@ BACKBONES: dict[str, BackboneSpec] = {
     "mobilenet_v2": BackboneSpec(
         1280,
         torchvision.models.MobileNet_V2_Weights.IMAGENET1K_V1,
-        cpu_bf16=False,
-        cpu_micro_batch=None,
+        cpu_micro_batches=(1, 16),
     ),
 }
 
@@ -161,161 +169,24 @@ def pick_device(choice: str) -> torch.device:
     return torch.device("cpu")
 
 
-def cpu_has_native_bf16(cpuinfo: str | None = None) -> bool:
-    """Whether the CPU computes bf16 in hardware (AVX512-BF16 or AMX-BF16).
-
-    Elsewhere oneDNN emulates bf16, which is slower than fp32. `cpuinfo` is the text of
-    /proc/cpuinfo (read when None; absent on non-Linux systems, which then answer False).
-    """
-    if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text(errors="replace")
-        except OSError:
-            return False
-    for line in cpuinfo.splitlines():
-        if line.startswith("flags"):
-            flags = set(line.partition(":")[2].split())
-            return bool(flags & {"avx512_bf16", "amx_bf16"})
-    return False
-
-
 def pick_dtype(
-    precision: str, device: torch.device, model: str = "vgg16", native_bf16: bool | None = None
+    precision: str, device: torch.device, native_bf16: bool | None = None
 ) -> torch.dtype:
-    """The compute dtype for `precision`; "auto" picks the fastest one that keeps results.
+    """The compute dtype for `precision`; for "auto", the one to try first.
 
-    auto: fp16 on CUDA; on CPU bf16 where the CPU has hardware bf16 and the model gains from
-    it (see BackboneSpec.cpu_bf16; dense convolutions only, see `lower_precision`), else
-    fp32. bf16 was accepted because, with real ImageNet weights (MobileNetV2) on real photos,
-    its top-10 results overlap fp32's by 97 % (threshold 95 %), cosine 0.9997 on average.
+    auto: fp16 on CUDA; on a CPU bf16 where it has hardware bf16, else fp32 (without
+    torch.compile the CPU runtime then measures both and keeps the faster one). bf16 was
+    accepted because, with real ImageNet weights (MobileNetV2) on real photos, its top-10
+    results overlap fp32's by 97 % (threshold 95 %), cosine 0.9997 on average, with dense
+    convolutions only in bf16 (see `lower_precision`).
     """
     if precision == "auto":
         if device.type == "cuda":
             return torch.float16
         if native_bf16 is None:
             native_bf16 = cpu_has_native_bf16()
-        spec = BACKBONES.get(model)
-        return torch.bfloat16 if native_bf16 and spec and spec.cpu_bf16 else torch.float32
+        return torch.bfloat16 if native_bf16 else torch.float32
     return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
-
-
-class CastConv2d(nn.Module):
-    """`conv` computed in `dtype`: its parameters cast once, its input cast on every call."""
-
-    def __init__(self, conv: nn.Conv2d, dtype: torch.dtype) -> None:
-        super().__init__()
-        self.dtype = dtype
-        self.conv = copy.deepcopy(conv).to(dtype)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out: torch.Tensor = self.conv(x.to(self.dtype))
-        return out
-
-
-class PackedConv2d(nn.Module):
-    """A dense `conv` run by oneDNN with its weight reordered once, at build time.
-
-    Eager PyTorch reorders every convolution weight into oneDNN's blocked layout on every
-    call (about as long as the convolution itself for a batch of one). Built on the private
-    ops torch.compile's CPU backend uses; `convert_trunk` checks it and falls back if absent.
-    """
-
-    def __init__(self, conv: nn.Conv2d, dtype: torch.dtype, image_size: int) -> None:
-        super().__init__()
-        if not isinstance(conv.padding, tuple) or conv.padding_mode != "zeros":
-            raise ValueError("only zero, explicit padding can be packed")
-        self.dtype = dtype
-        self.args = (list(conv.padding), list(conv.stride), list(conv.dilation), conv.groups)
-        hint = [16, conv.in_channels, image_size, image_size]
-        weight = conv.weight.detach().to(dtype)
-        self.packed = torch.ops.mkldnn._reorder_convolution_weight(weight, *self.args, hint)
-        self.bias = None if conv.bias is None else conv.bias.detach().to(dtype)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out: torch.Tensor = torch.ops.mkldnn._convolution_pointwise(
-            x.to(self.dtype), self.packed, self.bias, *self.args, "none", [], None
-        )
-        return out
-
-
-def _replace_convs(module: nn.Module, make: Callable[[nn.Conv2d], nn.Module | None]) -> None:
-    for name, child in module.named_children():
-        if isinstance(child, nn.Conv2d):
-            replacement = make(child)
-            if replacement is not None:
-                setattr(module, name, replacement)
-        else:
-            _replace_convs(child, make)
-
-
-def lower_precision(trunk: nn.Module, dtype: torch.dtype, pack: bool, image_size: int) -> nn.Module:
-    """A copy of `trunk` whose dense convolutions compute in `dtype` (prepacked if `pack`).
-
-    Grouped (depthwise) convolutions stay fp32: they are memory-bound, so bf16 gains nothing,
-    and with few products per output their rounding error, amplified by the batch norm
-    behind them, is what made plain bf16 autocast miss the 95 % top-10 overlap on MobileNetV2.
-    Everything between convolutions (ReLU, batch norm, pooling, residual sums) runs in the
-    dtype it receives; pooling converts to fp32.
-    """
-    out = copy.deepcopy(trunk)
-
-    def make(conv: nn.Conv2d) -> nn.Module | None:
-        if conv.groups > 1:
-            return CastConv2d(conv, torch.float32) if dtype != torch.float32 else None
-        if pack:
-            return PackedConv2d(conv, dtype, image_size)
-        return CastConv2d(conv, dtype) if dtype != torch.float32 else None
-
-    _replace_convs(out, make)
-    return out.eval()
-
-
-def can_pack() -> bool:
-    return bool(
-        torch.backends.mkldnn.is_available()  # type: ignore[no-untyped-call]
-        and hasattr(torch.ops.mkldnn, "_reorder_convolution_weight")
-        and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
-    )
-
-
-@torch.inference_mode()
-def convert_trunk(
-    trunk: nn.Module, dtype: torch.dtype, image_size: int, pooling: str
-) -> tuple[nn.Module, str]:
-    """The fastest working CPU form of `trunk` in `dtype`, and its name.
-
-    The prepacked form is checked against the plain one on a small input and dropped (with a
-    warning) if it fails or disagrees, so a PyTorch change degrades speed, never vectors.
-    """
-    plain = lower_precision(trunk, dtype, pack=False, image_size=image_size)
-    if not can_pack():
-        return plain, "eager"
-    try:
-        packed = lower_precision(trunk, dtype, pack=True, image_size=image_size)
-        probe = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
-        probe = probe.contiguous(memory_format=torch.channels_last)
-        want = pool_features(plain(probe), pooling)
-        got = pool_features(packed(probe), pooling)
-        cosine = float(torch.nn.functional.cosine_similarity(want, got).min())
-    except (RuntimeError, ValueError, TypeError) as exc:
-        log.warning("prepacked convolutions unavailable (%s); using eager ones", exc)
-        return plain, "eager"
-    if not cosine > 0.999:
-        log.warning("prepacked convolutions disagree (cosine %.5f); using eager ones", cosine)
-        return plain, "eager"
-    return packed, "onednn-prepacked"
-
-
-def pool_features(fmap: torch.Tensor, pooling: str) -> torch.Tensor:
-    """Global pooling of an (N, C, H, W) map to (N, C) float32."""
-    x = fmap.float()
-    if pooling == "mac":
-        return x.amax(dim=(2, 3))
-    if pooling == "spoc":
-        return x.mean(dim=(2, 3))
-    if pooling == "gem":
-        return x.clamp(min=1e-6).pow(GEM_P).mean(dim=(2, 3)).pow(1.0 / GEM_P)
-    raise ConfigurationError(f"unknown pooling {pooling!r}")
 
 
 def recipe_id(settings: Settings) -> str:
@@ -332,52 +203,55 @@ def _usable(fmap: torch.Tensor) -> bool:
 class Encoder:
     """Turns batches of (N, S, S, 3) uint8 RGB arrays into (N, D) L2-normalised float32.
 
-    CPU: dense convolutions in the chosen dtype with prepacked oneDNN weights, channels_last.
+    CPU: the runtime (eager, prepacked oneDNN, OpenVINO), precision and images per forward
+    pass measured fastest on this CPU for `purpose` (single-image queries or batched loads).
     CUDA: channels_last, fp16/bf16 autocast, cudnn.benchmark, pinned non-blocking uploads.
     `compile=True` runs the trunk through torch.compile (slow first call per batch shape).
     """
 
     def __init__(
-        self, settings: Settings, *, compile: bool = False, micro_batch: int | None = None
+        self, settings: Settings, *, compile: bool = False, purpose: Purpose = "batch"
     ) -> None:
         if settings.torch_threads:
             torch.set_num_threads(settings.torch_threads)
         state, weights_id = resolve_weights(settings)
         self.device = pick_device(settings.device)
-        self.dtype = pick_dtype(settings.precision, self.device, settings.model)
+        self.dtype = pick_dtype(settings.precision, self.device)
         self.pooling = settings.pooling
         self.image_size = settings.image_size
         # The fp32 trunk as loaded; what runs (`_model`) may be a converted copy of it.
         self.trunk = build_backbone(settings.model, state).to(self.device)
         self.trunk = self.trunk.to(memory_format=torch.channels_last)
         self._autocast = False
-        # Images per forward pass: see BackboneSpec.cpu_micro_batch; whole batches on CUDA.
-        cpu_micro = BACKBONES[settings.model].cpu_micro_batch if self.device.type == "cpu" else None
-        self.micro_batch = micro_batch or cpu_micro or 1 << 30
+        self.micro_batch = 1 << 30  # images per forward pass: whole batches on CUDA
+        self.runtime_report: RuntimeReport | None = None  # CPU: what was measured and chosen
         # A compiled CUDA model sees one batch shape: shorter batches are padded with zeros,
         # so the tail of a chunk does not trigger another compilation.
         self.pad_to: int | None = None
-        if compile and self.device.type == "cuda":
-            self.pad_to = settings.batch_size_for("cuda")
-            self.micro_batch = min(self.micro_batch, self.pad_to)
+        self._model: TrunkFn
         if self.device.type == "cuda":
+            if compile:
+                self.pad_to = settings.batch_size_for("cuda")
+                self.micro_batch = self.pad_to
             torch.backends.cudnn.benchmark = True  # fixed input size: let cuDNN pick kernels
             self._model = self.trunk
             self._autocast = self.dtype != torch.float32
             runtime = "cuda-autocast" if self._autocast else "cuda"
+        elif compile:  # inductor packs weights itself; give it plain modules
+            self._model = lower_precision(self.trunk, self.dtype)
+            runtime = "eager"
         else:
-            if self.dtype == torch.bfloat16 and not cpu_has_native_bf16():
-                log.warning("bf16 requested on a CPU without hardware bf16: expect it slow")
-            if self.dtype == torch.float16:
-                log.warning("fp16 on CPU is emulated and slower than fp32; prefer bf16/fp32")
-            if compile:  # inductor packs weights itself; give it plain modules
-                self._model = lower_precision(self.trunk, self.dtype, False, self.image_size)
-                runtime = "eager"
-            else:
-                self._model, runtime = convert_trunk(
-                    self.trunk, self.dtype, self.image_size, self.pooling
-                )
-        self._forward: Callable[[torch.Tensor], torch.Tensor] = self._model
+            spec = self._trunk_spec(settings, weights_id)
+            self.runtime_report = choose_runtime(spec)
+            chosen = self.runtime_report.chosen(purpose)
+            self.dtype = chosen.dtype
+            self.micro_batch = chosen.micro_batch
+            self._model = build_runtime(
+                spec, Candidate(chosen.runtime, self.dtype, chosen.micro_batch)
+            )
+            runtime = chosen.runtime
+            log.info("CPU runtime for %s: %s", purpose, self.runtime_report.reason(purpose))
+        self._forward: TrunkFn = self._model
         if compile:
             self._forward = torch.compile(self._model, dynamic=False)
             runtime += "+compile"
@@ -398,6 +272,24 @@ class Encoder:
         if self.info.random_weights:
             log.warning("RANDOM WEIGHTS: vectors are not semantically meaningful (tests only)")
         log.info("encoder ready: %s", self.info)
+
+    def _trunk_spec(self, settings: Settings, weights_id: str) -> TrunkSpec:
+        """What the CPU runtime is chosen for, within the precision and runtime settings."""
+        dtypes = (torch.float32, torch.bfloat16) if settings.precision == "auto" else (self.dtype,)
+        batch = settings.batch_size_for("cpu")
+        micro = {1, *(min(m, batch) for m in BACKBONES[settings.model].cpu_micro_batches)}
+        runtimes = RUNTIMES if settings.cpu_runtime == "auto" else (settings.cpu_runtime,)
+        return TrunkSpec(
+            trunk=self.trunk,
+            model=settings.model,
+            weights_id=weights_id,
+            image_size=settings.image_size,
+            pooling=settings.pooling,
+            dtypes=dtypes,
+            micro_batches=tuple(sorted(micro)),
+            cache_dir=settings.effective_runtime_cache_dir,
+            runtimes=runtimes,
+        )
 
     def _upload(self, pixels: np.ndarray | torch.Tensor) -> torch.Tensor:
         if pixels.ndim != 4 or pixels.shape[3] != 3:

@@ -13,6 +13,7 @@ from app.core.config import Settings
 from app.core.errors import CollectionMismatch, CollectionNotFound, ConflictError
 from app.core.vectorstore import CollectionMeta, MilvusConnection, VectorStore
 from app.ml.encoder import Encoder
+from app.ml.runtime_choice import Purpose
 
 EncoderKey = tuple[str, str, str, int]
 
@@ -37,10 +38,18 @@ def _key(settings: Settings) -> EncoderKey:
 class EncoderRegistry:
     """One encoder per (model, weights, pooling, size), built lazily and kept."""
 
-    def __init__(self, settings: Settings, default: Encoder, *, compile: bool = False) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        default: Encoder,
+        *,
+        compile: bool = False,
+        purpose: Purpose = "batch",
+    ) -> None:
         self.settings = settings
         self.default = default
         self.compile = compile
+        self.purpose = purpose
         self._encoders: dict[EncoderKey, Encoder] = {_key(settings): default}
         self._lock = threading.Lock()
 
@@ -58,7 +67,7 @@ class EncoderRegistry:
         key = _key(settings)
         with self._lock:
             if key not in self._encoders:
-                self._encoders[key] = Encoder(settings, compile=self.compile)
+                self._encoders[key] = Encoder(settings, compile=self.compile, purpose=self.purpose)
             return self._encoders[key]
 
     def for_collection(self, meta: CollectionMeta) -> Encoder:

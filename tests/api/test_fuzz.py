@@ -41,7 +41,7 @@ def fuzz_api(stack: RunningStack, tmp_path_factory: pytest.TempPathFactory) -> I
     proc = spawn("api-fuzz", api_argv(fuzz_settings), env, log_dir)
     url = f"http://127.0.0.1:{fuzz_settings.port}"
     try:
-        wait_for_http(proc, f"{url}/readyz", 180, log_dir)
+        wait_for_http(proc, f"{url}/readyz", 900, log_dir)
         yield url
     finally:
         proc.stop()

@@ -27,21 +27,12 @@ from app.bench import (
     top_k_overlap,
 )
 from app.core.config import ModelName, Precision, Settings, get_settings
-from app.ml import encoder as encoder_module
+from app.ml.cpu import cpu_has_native_bf16, cpu_info
 from app.ml.device_decode import decode_batch, gpu_decodable, jpeg_frame
-from app.ml.encoder import (
-    CastConv2d,
-    Encoder,
-    PackedConv2d,
-    _usable,
-    build_backbone,
-    convert_trunk,
-    cpu_has_native_bf16,
-    lower_precision,
-    pick_dtype,
-    pool_features,
-)
+from app.ml.encoder import Encoder, _usable, build_backbone, pick_dtype
 from app.ml.imageio import ImageDecodeError, decode_image
+from app.ml.trunks import CastConv2d, PackedConv2d, lower_precision, pool_features
+from app.ml.trunks import can_pack as encoder_can_pack
 from tests.imagegen import distinct_image, jpeg_bytes
 
 CPU = torch.device("cpu")
@@ -114,7 +105,6 @@ def test_fast_path_vectors_match_naive_fp32_reference(
 
 def test_cpu_vectors_do_not_depend_on_the_batch() -> None:
     enc = Encoder(Settings(model="vgg16", weights="random", device="cpu", precision="bf16"))
-    assert enc.micro_batch == 1
     pixels = np.stack(
         [
             decode_image(jpeg_bytes(distinct_image(s)), size=224, max_pixels=10**8).pixels
@@ -123,7 +113,9 @@ def test_cpu_vectors_do_not_depend_on_the_batch() -> None:
     )
     together = enc.embed(pixels)
     alone = np.concatenate([enc.embed(pixels[i : i + 1]) for i in range(3)])
-    assert np.array_equal(together, alone)  # VGG16 runs one image per forward pass on CPU
+    if enc.micro_batch == 1:  # one image per forward pass: bit for bit the same
+        assert np.array_equal(together, alone)
+    assert cosines(together, alone).min() >= 0.9999
 
 
 # -- precision selection ------------------------------------------------------------------------
@@ -132,29 +124,23 @@ def test_native_bf16_is_read_from_cpu_flags() -> None:
     assert cpu_has_native_bf16(CPUINFO.format(extra="amx_tile amx_bf16"))
     assert not cpu_has_native_bf16(CPUINFO.format(extra="avx512bw"))
     assert not cpu_has_native_bf16("")
-    assert isinstance(cpu_has_native_bf16(), bool)  # this machine's /proc/cpuinfo
+    assert cpu_has_native_bf16() == (
+        "avx512_bf16" in cpu_info().flags or "amx_bf16" in cpu_info().flags
+    )
 
 
-def test_auto_precision_picks_bf16_only_where_it_pays() -> None:
+def test_auto_precision_tries_bf16_first_only_where_the_cpu_has_it() -> None:
     cuda = torch.device("cuda")
     assert pick_dtype("auto", cuda) == torch.float16
-    assert pick_dtype("auto", CPU, "vgg16", native_bf16=True) == torch.bfloat16
-    assert pick_dtype("auto", CPU, "vgg16", native_bf16=False) == torch.float32
-    # MobileNetV2 is bound by its depthwise convolutions: bf16 gains nothing there
-    assert pick_dtype("auto", CPU, "mobilenet_v2", native_bf16=True) == torch.float32
-    assert pick_dtype("fp32", CPU, "vgg16", native_bf16=True) == torch.float32
-    assert pick_dtype("bf16", CPU, "mobilenet_v2", native_bf16=False) == torch.bfloat16
-
-
-def test_auto_precision_on_this_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(encoder_module, "cpu_has_native_bf16", lambda cpuinfo=None: False)
-    enc = Encoder(Settings(model="mobilenet_v2", weights="random", device="cpu"))
-    assert enc.info.precision == "float32"
+    assert pick_dtype("auto", CPU, native_bf16=True) == torch.bfloat16
+    assert pick_dtype("auto", CPU, native_bf16=False) == torch.float32
+    assert pick_dtype("fp32", CPU, native_bf16=True) == torch.float32
+    assert pick_dtype("bf16", CPU, native_bf16=False) == torch.bfloat16
 
 
 def test_lower_precision_keeps_depthwise_convs_in_fp32() -> None:
     trunk = build_backbone("mobilenet_v2", None)
-    low = lower_precision(trunk, torch.bfloat16, pack=False, image_size=64)
+    low = lower_precision(trunk, torch.bfloat16)
     casts = [m for m in low.modules() if isinstance(m, CastConv2d)]
     assert {m.dtype for m in casts if m.conv.groups > 1} == {torch.float32}
     assert {m.dtype for m in casts if m.conv.groups == 1} == {torch.bfloat16}
@@ -168,20 +154,23 @@ def test_lower_precision_keeps_depthwise_convs_in_fp32() -> None:
     assert next(trunk.parameters()).dtype == torch.float32  # the original is untouched
 
 
-def test_prepacked_convolutions_or_a_clean_fallback(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_prepacked_convolutions_use_each_layers_real_shape(dtype: torch.dtype) -> None:
+    if not encoder_can_pack():
+        pytest.skip("this torch build has no prepacked oneDNN convolutions")
+    if dtype == torch.bfloat16 and not cpu_info().native_bf16:
+        pytest.skip(f"{cpu_info().model} has no hardware bf16: oneDNN may refuse bf16 packing")
     trunk = build_backbone("vgg16", None)
-    model, runtime = convert_trunk(trunk, torch.bfloat16, 64, "gem")
-    if encoder_module.can_pack():
-        assert runtime == "onednn-prepacked"
-        assert any(isinstance(m, PackedConv2d) for m in model.modules())
-
-    def broken(*args: object, **kwargs: object) -> None:
-        raise RuntimeError("no such op")
-
-    monkeypatch.setattr(PackedConv2d, "__init__", broken)
-    model, runtime = convert_trunk(trunk, torch.bfloat16, 64, "gem")
-    assert runtime == "eager"
-    assert not any(isinstance(m, PackedConv2d) for m in model.modules())
+    packed = lower_precision(trunk, dtype, pack_for=(2, 64))
+    layers = [m for m in packed.modules() if isinstance(m, PackedConv2d)]
+    assert len(layers) == 13  # every VGG16 convolution
+    x = torch.randn(2, 3, 64, 64).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        want = pool_features(trunk(x), "gem")
+        got = pool_features(packed(x), "gem")
+        assert torch.nn.functional.cosine_similarity(want, got).min() > 0.999
+        # any batch size still runs: the shape is a hint for the weight layout
+        assert packed(x[:1]).shape == trunk(x[:1]).shape
 
 
 # -- batched JPEG decoding (nvJPEG on CUDA) and its CPU fallback ------------------------------

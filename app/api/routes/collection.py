@@ -14,13 +14,16 @@ from app.api.schemas import (
     CollectionCreate,
     CollectionInfo,
     CollectionList,
+    CpuRuntimeInfo,
     DropResult,
+    RuntimeTrialInfo,
     Stats,
 )
 from app.core.errors import ConfigurationError, ConfirmationRequired, ConflictError
 from app.core.jobs import JobState
 from app.core.vectorstore import VectorStore
 from app.ml.registry import meta_for
+from app.ml.runtime_choice import RuntimeReport
 
 router = APIRouter(prefix="/api/v1", tags=["collection"], responses=ERROR_RESPONSES)
 Confirm = Annotated[bool, Query(description="Must be true; guards against accidents.")]
@@ -44,9 +47,36 @@ def stats(services: ServicesDep, store: CollectionDep) -> Stats:
         recipe=meta.recipe,
         device=encoder.info.device,
         precision=encoder.info.precision,
+        runtime=encoder.info.runtime,
+        cpu_runtime=cpu_runtime_info(encoder.runtime_report),
         milvus="embedded" if settings.milvus_is_embedded else settings.milvus_dsn,
         max_upload_bytes=settings.max_upload_bytes,
         api_key_required=settings.api_key is not None,
+    )
+
+
+def cpu_runtime_info(report: RuntimeReport | None) -> CpuRuntimeInfo | None:
+    if report is None:
+        return None
+    return CpuRuntimeInfo(
+        cpu=report.cpu,
+        query=f"{report.query.name} (batch {report.query.micro_batch})",
+        query_reason=report.reason("query"),
+        batch=f"{report.batch.name} (batch {report.batch.micro_batch})",
+        batch_reason=report.reason("batch"),
+        measured_s=report.measured_s,
+        cached=report.cached,
+        trials=[
+            RuntimeTrialInfo(
+                name=t.name,
+                micro_batch=t.micro_batch,
+                images_per_s=t.images_per_s,
+                cosine=t.cosine,
+                accepted=t.accepted,
+                note=t.note,
+            )
+            for t in report.trials
+        ],
     )
 
 

@@ -1,0 +1,377 @@
+"""The CPU runtime of a trunk, chosen by measurement on the machine where it runs.
+
+A fast path picked by a CPU flag can be slower than the plain one on another CPU (prepacked
+oneDNN weights ran VGG16 at half of eager's speed on an AVX2-only AMD EPYC), so every
+runtime the CPU supports is timed on a few synthetic images at the batch sizes that make
+sense, checked against eager fp32, and the fastest one that passes is kept. The result is
+cached in a JSON file keyed by everything that could change it (CPU model and flags, ISA
+restrictions, library versions, threads, model, weights, recipe), so later starts read it
+in milliseconds; a file lock keeps the API and the worker from measuring at the same time.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from app.core.errors import ConfigurationError
+from app.ml import trunks
+from app.ml.cpu import CpuInfo, cpu_info
+from app.ml.trunks import TrunkFn
+
+log = logging.getLogger(__name__)
+
+# Bump when what is measured or how changes: old cache files are then ignored.
+CHOICE_VERSION = 1
+RuntimeName = Literal["eager", "onednn-prepacked", "openvino"]
+RUNTIMES: tuple[RuntimeName, ...] = ("eager", "onednn-prepacked", "openvino")
+Purpose = Literal["query", "batch"]
+# Cosine to eager fp32 on the probe images below which a runtime is refused: fp32 runtimes
+# must agree to rounding; bf16 was accepted on retrieval results with real weights (see
+# docs/quality.md) and only has to stay within that error here.
+MIN_COSINE = {torch.float32: 0.9999, torch.bfloat16: 0.99}
+PROBE_IMAGES = 2
+TIMED_CALLS = 2
+MIN_TIMED_SECONDS = 0.5
+
+
+@dataclass(frozen=True)
+class Candidate:
+    runtime: RuntimeName
+    dtype: torch.dtype
+    micro_batch: int
+
+    @property
+    def precision(self) -> str:
+        return str(self.dtype).removeprefix("torch.")
+
+    @property
+    def name(self) -> str:
+        return f"{self.runtime}-{_short(self.dtype)}"
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One candidate as measured: its speed, its agreement with eager fp32, the verdict."""
+
+    runtime: RuntimeName
+    precision: str
+    micro_batch: int
+    images_per_s: float | None
+    cosine: float | None
+    accepted: bool
+    note: str = ""
+
+    @property
+    def name(self) -> str:
+        return f"{self.runtime}-{_short(_dtype(self.precision))}"
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return _dtype(self.precision)
+
+
+@dataclass(frozen=True)
+class RuntimeReport:
+    """What was measured and chosen; `query` runs single images, `batch` runs loads."""
+
+    cpu: str
+    query: Trial
+    batch: Trial
+    trials: tuple[Trial, ...]
+    measured_s: float
+    cached: bool = False
+    key: dict[str, object] = field(default_factory=dict)
+
+    def chosen(self, purpose: Purpose) -> Trial:
+        return self.query if purpose == "query" else self.batch
+
+    def reason(self, purpose: Purpose) -> str:
+        pick = self.chosen(purpose)
+        rivals = [t for t in self.trials if t.micro_batch == pick.micro_batch and t is not pick]
+        beaten = ", ".join(
+            f"{t.name} {t.images_per_s:.2f}"
+            if t.accepted and t.images_per_s
+            else f"{t.name} refused ({t.note})"
+            for t in rivals
+        )
+        speed = f"{pick.images_per_s:.2f} img/s" if pick.images_per_s else "unmeasured"
+        return f"fastest accepted at batch {pick.micro_batch}: {pick.name} {speed}" + (
+            f" (vs {beaten})" if beaten else ""
+        )
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "cpu": self.cpu,
+            "query": asdict(self.query),
+            "batch": asdict(self.batch),
+            "trials": [asdict(t) for t in self.trials],
+            "measured_s": self.measured_s,
+            "key": self.key,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> RuntimeReport:
+        return cls(
+            cpu=str(data["cpu"]),
+            query=Trial(**data["query"]),
+            batch=Trial(**data["batch"]),
+            trials=tuple(Trial(**t) for t in data["trials"]),
+            measured_s=float(data["measured_s"]),
+            cached=True,
+            key=dict(data["key"]),
+        )
+
+
+def _short(dtype: torch.dtype) -> str:
+    return {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
+
+
+def _dtype(precision: str) -> torch.dtype:
+    value = getattr(torch, precision)
+    assert isinstance(value, torch.dtype)
+    return value
+
+
+@dataclass(frozen=True)
+class TrunkSpec:
+    """What a runtime is built from and what identifies the measurement."""
+
+    trunk: nn.Module  # fp32, eval mode, on the CPU
+    model: str
+    weights_id: str
+    image_size: int
+    pooling: str
+    dtypes: tuple[torch.dtype, ...]  # precisions allowed by the settings
+    micro_batches: tuple[int, ...]  # 1 (queries) and the load batch
+    cache_dir: Path
+    runtimes: tuple[RuntimeName, ...] = RUNTIMES  # one, when PICSEARCH_CPU_RUNTIME names it
+
+    @property
+    def openvino_file(self) -> Path:
+        safe_weights = self.weights_id.replace(":", "-")
+        version = (trunks.openvino_version() or "none").split("-")[0]
+        name = f"{self.model}-{safe_weights}-{self.image_size}-ov{version}.xml"
+        return self.cache_dir / "openvino" / name
+
+
+def build_runtime(spec: TrunkSpec, candidate: Candidate) -> TrunkFn:
+    """The trunk as `candidate` runs it (raises RuntimeError/ValueError when it cannot)."""
+    if candidate.runtime == "eager":
+        return trunks.lower_precision(spec.trunk, candidate.dtype)
+    if candidate.runtime == "onednn-prepacked":
+        if not trunks.can_pack():
+            raise RuntimeError("this torch build has no prepacked oneDNN convolutions")
+        pack_for = (candidate.micro_batch, spec.image_size)
+        return trunks.lower_precision(spec.trunk, candidate.dtype, pack_for)
+    if not trunks.openvino_available():
+        raise RuntimeError("OpenVINO is not installed")
+    threads = torch.get_num_threads()
+    return trunks.openvino_trunk(
+        spec.trunk, spec.openvino_file, candidate.dtype, spec.image_size, threads
+    )
+
+
+def candidates(spec: TrunkSpec, cpu: CpuInfo) -> tuple[list[Candidate], list[Trial]]:
+    """Every runtime worth timing on this CPU, and those skipped with the reason."""
+    wanted: list[Candidate] = []
+    skipped: list[Trial] = []
+    grouped = trunks.has_grouped_convs(spec.trunk)
+    for dtype in spec.dtypes:
+        for runtime in spec.runtimes:
+            note = ""
+            if dtype == torch.bfloat16 and not cpu.native_bf16 and torch.float32 in spec.dtypes:
+                note = "no hardware bf16 on this CPU (emulated bf16 is slower than fp32)"
+            elif runtime == "onednn-prepacked" and not trunks.can_pack():
+                note = "this torch build has no prepacked oneDNN convolutions"
+            elif runtime == "openvino" and not trunks.openvino_available():
+                note = "OpenVINO is not installed"
+            elif runtime == "openvino" and dtype == torch.bfloat16 and grouped:
+                # OpenVINO runs depthwise convolutions in bf16 too, which missed the 95 %
+                # top-10 gate on MobileNetV2 with real weights; ours keep them in fp32.
+                note = "depthwise convolutions in bf16 lose retrieval accuracy"
+            elif dtype == torch.float16:
+                note = "" if runtime == "eager" else "fp16 runs only eagerly on a CPU"
+            for micro in spec.micro_batches:
+                if note:
+                    skipped.append(Trial(runtime, str(dtype)[6:], micro, None, None, False, note))
+                else:
+                    wanted.append(Candidate(runtime, dtype, micro))
+    return wanted, skipped
+
+
+def probe_batch(count: int, image_size: int) -> torch.Tensor:
+    """Deterministic smooth images with texture, normalised like the encoder's input."""
+    generator = torch.Generator().manual_seed(7)
+    coarse = torch.rand(count, 3, 7, 7, generator=generator)
+    smooth = torch.nn.functional.interpolate(coarse, size=image_size, mode="bilinear")
+    noise = torch.rand(count, 3, image_size, image_size, generator=generator) * 0.2
+    x = (smooth * 0.8 + noise) * 255.0
+    mean = torch.tensor(trunks.IMAGENET_MEAN).view(1, 3, 1, 1) * 255
+    std = torch.tensor(trunks.IMAGENET_STD).view(1, 3, 1, 1) * 255
+    return ((x - mean) / std).contiguous(memory_format=torch.channels_last)
+
+
+@torch.inference_mode()
+def time_calls(fn: TrunkFn, x: torch.Tensor) -> float:
+    """Images per second of `fn` on `x` after a warm-up call (best of the timed calls)."""
+    fn(x)
+    best = float("inf")
+    calls = 0
+    started = time.perf_counter()
+    while calls < TIMED_CALLS or time.perf_counter() - started < MIN_TIMED_SECONDS:
+        begin = time.perf_counter()
+        fn(x)
+        best = min(best, time.perf_counter() - begin)
+        calls += 1
+        if calls >= 5:
+            break
+    return len(x) / best
+
+
+Measure = Callable[[TrunkFn, torch.Tensor], float]
+
+
+@torch.inference_mode()
+def measure(spec: TrunkSpec, cpu: CpuInfo, timer: Measure = time_calls) -> RuntimeReport:
+    """Time and check every candidate; choose the fastest accepted one per purpose."""
+    started = time.perf_counter()
+    wanted, trials = candidates(spec, cpu)
+    probe = probe_batch(PROBE_IMAGES, spec.image_size)
+    reference = trunks.pool_features(spec.trunk(probe), spec.pooling)
+    for candidate in wanted:
+        trials.append(_trial(spec, candidate, probe, reference, timer))
+    query = _fastest([t for t in trials if t.micro_batch == 1])
+    batch = _fastest(trials)
+    report = RuntimeReport(
+        cpu=cpu.describe(),
+        query=query,
+        batch=batch,
+        trials=tuple(trials),
+        measured_s=round(time.perf_counter() - started, 2),
+    )
+    return report
+
+
+def _trial(
+    spec: TrunkSpec,
+    candidate: Candidate,
+    probe: torch.Tensor,
+    reference: torch.Tensor,
+    timer: Measure,
+) -> Trial:
+    def refused(note: str, speed: float | None = None, cosine: float | None = None) -> Trial:
+        log.info(
+            "CPU runtime %s at batch %d refused: %s", candidate.name, candidate.micro_batch, note
+        )
+        return Trial(
+            candidate.runtime,
+            candidate.precision,
+            candidate.micro_batch,
+            speed,
+            cosine,
+            False,
+            note,
+        )
+
+    try:
+        fn = build_runtime(spec, candidate)
+        got = trunks.pool_features(fn(probe), spec.pooling)
+    except (RuntimeError, ValueError, TypeError, ConfigurationError) as exc:
+        return refused(f"does not run here: {exc}".splitlines()[0][:200])
+    cosine = float(torch.nn.functional.cosine_similarity(reference, got).min())
+    if not cosine >= MIN_COSINE.get(candidate.dtype, 0.99):
+        return refused(f"vectors disagree with eager fp32 (cosine {cosine:.5f})", None, cosine)
+    x = probe_batch(candidate.micro_batch, spec.image_size)
+    speed = timer(fn, x)
+    log.info(
+        "CPU runtime %s at batch %d: %.2f img/s, cosine %.6f",
+        candidate.name,
+        candidate.micro_batch,
+        speed,
+        cosine,
+    )
+    return Trial(
+        candidate.runtime,
+        candidate.precision,
+        candidate.micro_batch,
+        round(speed, 3),
+        round(cosine, 6),
+        True,
+    )
+
+
+def _fastest(trials: Sequence[Trial]) -> Trial:
+    accepted = [t for t in trials if t.accepted and t.images_per_s]
+    if not accepted:
+        notes = "; ".join(sorted({f"{t.name}: {t.note}" for t in trials}))
+        raise ConfigurationError(f"no CPU runtime can run this model here ({notes})")
+    return max(accepted, key=lambda t: t.images_per_s or 0.0)
+
+
+def cache_key(spec: TrunkSpec, cpu: CpuInfo) -> dict[str, object]:
+    return {
+        "version": CHOICE_VERSION,
+        "cpu": cpu.model,
+        "flags": hashlib.sha256(" ".join(sorted(cpu.flags)).encode()).hexdigest()[:16],
+        "isa_restrictions": cpu.isa_restrictions,
+        "torch": torch.__version__,
+        "openvino": trunks.openvino_version(),
+        "threads": torch.get_num_threads(),
+        "model": spec.model,
+        "weights": spec.weights_id,
+        "image_size": spec.image_size,
+        "pooling": spec.pooling,
+        "dtypes": [str(d) for d in spec.dtypes],
+        "micro_batches": list(spec.micro_batches),
+        "runtimes": list(spec.runtimes),
+    }
+
+
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def choose(
+    spec: TrunkSpec, cpu: CpuInfo | None = None, timer: Measure = time_calls
+) -> RuntimeReport:
+    """The cached choice for this spec and CPU, or a new measurement (then cached)."""
+    cpu = cpu or cpu_info()
+    key = cache_key(spec, cpu)
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
+    path = spec.cache_dir / f"cpu-runtime-{spec.model}-{digest}.json"
+    with _locked(path.with_suffix(".lock")):
+        if path.is_file():
+            try:
+                report = RuntimeReport.from_json(json.loads(path.read_text()))
+                if report.key == key:
+                    return report
+            except (ValueError, KeyError, TypeError) as exc:
+                log.warning("ignoring unreadable CPU runtime cache %s: %s", path, exc)
+        log.info(
+            "measuring CPU runtimes for %s on %s (once per machine)", spec.model, cpu.describe()
+        )
+        report = measure(spec, cpu, timer)
+        report = RuntimeReport(**{**report.__dict__, "key": key})
+        partial = path.with_suffix(".partial")
+        partial.write_text(json.dumps(report.to_json(), indent=1))
+        partial.replace(path)
+    return report
