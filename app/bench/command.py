@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 
@@ -14,9 +14,7 @@ from app.bench.index import bench_index
 from app.bench.ingest import bench_ingest
 from app.bench.options import BenchOptions
 from app.bench.report import render
-
-if TYPE_CHECKING:
-    pass
+from app.measure.options import SettingsFlags
 
 
 def _parse_sizes(text: str) -> list[int]:
@@ -114,16 +112,18 @@ def register(cli: typer.Typer) -> None:
         opts = BenchOptions(
             images=images,
             count=count,
-            model=model,
-            weights=weights,
-            device=device,
-            batch_size=batch_size,
-            precision=precision,
+            flags=SettingsFlags(
+                model=model,
+                weights=weights,
+                device=device,
+                batch_size=batch_size,
+                precision=precision,
+                index_type=index_type,
+            ),
             repeat=repeat,
             queries=queries,
             sizes=_parse_sizes(sizes),
             compile=compile_model,
-            index_type=index_type,
             max_side=max_side,
             naive_count=naive_count,
             processes=processes,

@@ -6,11 +6,6 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from app.core.config import Settings
-
 
 QUERY_SIZE = (500, 375)
 TOP_K = 10
@@ -36,10 +31,3 @@ def percentile(values: Sequence[float], q: float) -> float:
 def median_dict(runs: Sequence[dict[str, float]]) -> dict[str, float]:
     """Key-wise median of several runs' figures."""
     return {key: statistics.median(run[key] for run in runs) for key in runs[0]}
-
-
-def bench_settings(base: Settings, **overrides: Any) -> Settings:
-    """A validated copy of `base` with `overrides` (the environment is not read again)."""
-    from app.core.config import Settings
-
-    return Settings.model_validate({**base.model_dump(), **overrides})

@@ -6,12 +6,8 @@ import io
 import os
 import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from app.bench.common import QUERY_SIZE, BenchError
-
-if TYPE_CHECKING:
-    pass
 
 
 def reencode(src: Path, target: Path, max_side: int) -> None:

@@ -14,12 +14,13 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from app.bench.common import QUERY_SIZE, WARMUP_QUERIES, BenchError, bench_settings, median_dict
+from app.bench.common import QUERY_SIZE, WARMUP_QUERIES, BenchError, median_dict
 from app.bench.images import prepare_sample, query_jpeg
 from app.bench.latency import query_latency
 from app.bench.options import BenchOptions, model_settings
 from app.bench.runs import warm_up
 from app.bench.stores import MilvusTarget, make_store, milvus_lite, settle
+from app.measure.options import settings_with
 
 if TYPE_CHECKING:
     import numpy as np
@@ -123,7 +124,7 @@ def bench_index(
     with tempfile.TemporaryDirectory(prefix="picsearch-bench-") as tmp:
         targets: list[AbstractContextManager[MilvusTarget]] = []
         if not opts.skip_lite:
-            targets.append(milvus_lite(bench_settings(settings, milvus_uri=None), Path(tmp)))
+            targets.append(milvus_lite(settings_with(settings, milvus_uri=None), Path(tmp)))
         if settings.milvus_uri:
             targets.append(contextlib.nullcontext(MilvusTarget(settings, settings.milvus_uri)))
         for context in targets:

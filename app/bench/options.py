@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from app.bench.common import bench_settings
+from app.measure.options import SettingsFlags, settings_with
 
 if TYPE_CHECKING:
     from app.core.config import Settings
@@ -16,16 +16,11 @@ if TYPE_CHECKING:
 class BenchOptions:
     images: Path | None = None
     count: int = 200
-    model: str | None = None
-    weights: str = "random"
-    device: str | None = None
-    batch_size: int | None = None
-    precision: str | None = None
+    flags: SettingsFlags = field(default_factory=lambda: SettingsFlags(weights="random"))
     repeat: int = 3
     queries: int = 50
     sizes: list[int] = field(default_factory=lambda: [10_000, 100_000])
     compile: bool = False
-    index_type: str | None = None
     max_side: int | None = None
     naive_count: int | None = None
     processes: int = 1
@@ -33,9 +28,4 @@ class BenchOptions:
 
 
 def model_settings(base: Settings, opts: BenchOptions, **extra: Any) -> Settings:
-    overrides: dict[str, Any] = {"weights": opts.weights, **extra}
-    for key in ("model", "device", "batch_size", "precision", "index_type"):
-        value = getattr(opts, key)
-        if value is not None:
-            overrides[key] = value
-    return bench_settings(base, **overrides)
+    return settings_with(base, **opts.flags.overrides(), **extra)

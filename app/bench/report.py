@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from app.bench.common import STAGES
-
-if TYPE_CHECKING:
-    pass
 
 
 def _fmt(value: float, digits: int = 2) -> str:

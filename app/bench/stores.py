@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from app.bench.common import bench_settings
+from app.measure.options import settings_with
 
 if TYPE_CHECKING:
     import numpy as np
@@ -76,7 +76,7 @@ def milvus_lite(settings: Settings, workdir: Path) -> Iterator[MilvusTarget]:
     from app.launcher import milvus_argv, spawn, wait_for_port
 
     port = free_port()
-    lite = bench_settings(settings, data_dir=workdir, embedded_milvus_port=port, milvus_uri=None)
+    lite = settings_with(settings, data_dir=workdir, embedded_milvus_port=port, milvus_uri=None)
     log_dir = workdir / "logs"
     (workdir / "milvus").mkdir(parents=True, exist_ok=True)
     proc = spawn("milvus", milvus_argv(lite), os.environ, log_dir, stop_timeout=30)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import typer
 
@@ -13,9 +13,7 @@ from app.evaluation.options import EvalOptions
 from app.evaluation.recipes import POOLINGS, RESIZE_MODES
 from app.evaluation.report import render_tables
 from app.evaluation.run import run_evaluation
-
-if TYPE_CHECKING:
-    pass
+from app.measure.options import SettingsFlags
 
 
 def _rounded(value: Any) -> Any:
@@ -119,14 +117,10 @@ def register(cli: typer.Typer) -> None:
         from app.ml.encoder import BACKBONES
 
         err = Console(stderr=True)
-        updates: dict[str, Any] = {}
-        if model is not None:
-            if model not in BACKBONES:
-                raise typer.BadParameter(f"--model must be one of {', '.join(BACKBONES)}")
-            updates["model"] = model
-        if weights is not None:
-            updates["weights"] = weights
-        settings = get_settings().model_copy(update=updates)
+        if model is not None and model not in BACKBONES:
+            raise typer.BadParameter(f"--model must be one of {', '.join(BACKBONES)}")
+        flags = SettingsFlags(model=model, weights=weights)
+        settings = get_settings().model_copy(update=flags.overrides())
 
         def csv(value: str, allowed: Sequence[str] | None, name: str) -> tuple[str, ...]:
             items = tuple(v.strip() for v in value.split(",") if v.strip())

@@ -8,15 +8,10 @@ import io
 import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from PIL import Image, ImageDraw, ImageEnhance, ImageFont, ImageOps
 
 from app.evaluation.preprocess import open_upright
-
-if TYPE_CHECKING:
-    pass
-
 
 DUP_TRANSFORMS = (
     "crop",

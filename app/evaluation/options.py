@@ -5,12 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from app.evaluation.recipes import POOLINGS, RESIZE_MODES
-
-if TYPE_CHECKING:
-    pass
 
 
 @dataclass

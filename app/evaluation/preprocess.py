@@ -5,16 +5,11 @@ from __future__ import annotations
 import io
 import math
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image, ImageOps
 
 from app.evaluation.recipes import Prep
-
-if TYPE_CHECKING:
-    pass
-
 
 Prepared = dict[Prep, tuple[np.ndarray, tuple[int, int]]]  # pixels (S, S, 3), valid (h, w)
 

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from app.evaluation.metrics import HIT_AT, metric_names
-
-if TYPE_CHECKING:
-    pass
 
 
 def _pct(value: float) -> str:
