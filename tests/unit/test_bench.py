@@ -17,15 +17,12 @@ import typer
 from rich.console import Console
 from typer.testing import CliRunner
 
-from app.bench import (
-    NaiveEncoder,
-    naive_decode,
-    percentile,
-    prepare_images,
-    register,
-    render,
-    top_k_overlap,
-)
+from app.bench import register
+from app.bench.common import percentile
+from app.bench.images import prepare_images
+from app.bench.naive import NaiveEncoder, naive_decode
+from app.bench.quality import top_k_overlap
+from app.bench.report import render
 from app.core.config import ModelName, Precision, Settings, get_settings
 from app.ml.cpu import cpu_has_native_bf16, cpu_info
 from app.ml.device_decode import decode_batch, gpu_decodable, jpeg_frame

@@ -16,30 +16,21 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from app.core.config import Settings, get_settings
-from app.evaluation import (
-    DUP_TRANSFORMS,
-    EvalOptions,
-    Prep,
-    Recipe,
-    Whitening,
+from app.evaluation import EvalOptions, register, run_evaluation
+from app.evaluation.duplicates import DUP_TRANSFORMS, near_duplicate
+from app.evaluation.embedding import embed_grid, embed_service
+from app.evaluation.metrics import (
     average_precision_at_k,
-    current_recipe,
-    embed_grid,
-    embed_service,
     evaluate_labelled,
     evaluate_near_duplicates,
-    near_duplicate,
     precision_at_k,
-    prepare,
     recall_at_k,
-    register,
-    rmac,
-    rmac_regions,
-    run_evaluation,
-    seed_recipe,
     top_k,
-    valid_cells,
 )
+from app.evaluation.pooling import rmac, rmac_regions
+from app.evaluation.preprocess import prepare, valid_cells
+from app.evaluation.recipes import Prep, Recipe, current_recipe, seed_recipe
+from app.evaluation.whitening import Whitening
 from app.ml.encoder import Encoder
 from app.ml.imageio import decode_image
 from tests.imagegen import distinct_image, jpeg_bytes

@@ -22,10 +22,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from app.bench.common import BenchError
+from app.bench.runs import BenchSink, IngestRun, pipeline_run, warm_up
+
 if TYPE_CHECKING:
     from multiprocessing.context import SpawnProcess
 
-    from app.bench import IngestRun
     from app.core.config import Settings
     from app.core.vectorstore import VectorStore
 
@@ -55,7 +57,6 @@ def _serve(
     """One pipeline process: build and warm up; then, for each run it is told to start, index
     chunks until it takes a None (one per process, so each process ends each run once)."""
     try:
-        from app.bench import BenchSink, warm_up
         from app.core.vectorstore import VectorStore
         from app.ml.encoder import Encoder
         from app.ml.registry import meta_for
@@ -88,8 +89,6 @@ class ProcessPool:
         compile_model: bool,
         files: int,
     ) -> None:
-        from app.bench import BenchError
-
         if settings.torch_threads is None:  # P processes share the cores
             settings = settings.model_copy(
                 update={"torch_threads": max(1, (os.cpu_count() or 1) // processes)}
@@ -129,8 +128,6 @@ class ProcessPool:
             raise
 
     def _next(self, timeout: float) -> tuple[str, Any]:
-        from app.bench import BenchError
-
         deadline = time.monotonic() + timeout
         while True:
             try:
@@ -144,7 +141,6 @@ class ProcessPool:
 
     def run(self, folder: Path, store: VectorStore, chunk_size: int) -> IngestRun:
         """Index `folder` once; the stages are process 0's (and finishing the load)."""
-        from app.bench import BenchError, pipeline_run
         from workers.pipeline import scan_folder, share_chunks
 
         start = time.perf_counter()

@@ -1,0 +1,150 @@
+"""The `picsearch bench` command: its flags, and the report printed as tables or JSON."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from app.bench.common import BenchError
+from app.bench.index import bench_index
+from app.bench.ingest import bench_ingest
+from app.bench.options import BenchOptions
+from app.bench.report import render
+from app.measure.options import SettingsFlags
+
+
+def _parse_sizes(text: str) -> list[int]:
+    try:
+        sizes = [int(part.replace("_", "")) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise typer.BadParameter(
+            f"--sizes must be comma-separated integers, got {text!r}"
+        ) from None
+    if not sizes or min(sizes) < 1:
+        raise typer.BadParameter("--sizes needs at least one positive size")
+    return sizes
+
+
+def register(cli: typer.Typer) -> None:
+    """Add the `bench` command to `cli`."""
+
+    @cli.command()
+    def bench(
+        images: Annotated[
+            Path | None,
+            typer.Option("--images", help="Folder of photos (required unless --index-only)."),
+        ] = None,
+        count: Annotated[
+            int, typer.Option("-n", "--count", min=1, help="Images: sampled or repeated to N.")
+        ] = 200,
+        model: Annotated[
+            str | None, typer.Option(help="vgg16 or mobilenet_v2 (default: PICSEARCH_MODEL).")
+        ] = None,
+        weights: Annotated[
+            str, typer.Option(help="random (speed does not depend on it), imagenet or a path.")
+        ] = "random",
+        device: Annotated[str | None, typer.Option(help="auto, cpu or cuda.")] = None,
+        batch_size: Annotated[int | None, typer.Option(min=1, help="Inference batch.")] = None,
+        precision: Annotated[
+            str | None, typer.Option(help="auto, fp32, bf16 or fp16 (default: settings).")
+        ] = None,
+        repeat: Annotated[
+            int, typer.Option(min=1, help="Run each measurement R times; report medians.")
+        ] = 3,
+        queries: Annotated[int, typer.Option(min=1, help="Searches per latency figure.")] = 50,
+        index_only: Annotated[
+            bool, typer.Option("--index-only", help="Measure the vector index alone.")
+        ] = False,
+        sizes: Annotated[
+            str, typer.Option(help="Collection sizes for --index-only, comma-separated.")
+        ] = "10000,100000",
+        compile_model: Annotated[
+            bool, typer.Option("--compile", help="Run the model through torch.compile.")
+        ] = False,
+        index_type: Annotated[
+            str | None,
+            typer.Option(help="auto, FLAT, IVF_FLAT or HNSW (default: PICSEARCH_INDEX_TYPE)."),
+        ] = None,
+        max_side: Annotated[
+            int | None,
+            typer.Option(
+                min=16,
+                help="Re-encode the photos as JPEGs of at most this many pixels a side first "
+                "(500: PASCAL VOC-sized).",
+            ),
+        ] = None,
+        naive_count: Annotated[
+            int | None,
+            typer.Option(
+                min=1, help="Time the naive reference on the first N images only (default: all)."
+            ),
+        ] = None,
+        processes: Annotated[
+            int,
+            typer.Option(
+                min=1,
+                help="Also time our pipeline in P processes writing to one collection, as "
+                "P worker processes do (one Python process is bound by its GIL).",
+            ),
+        ] = 1,
+        skip_lite: Annotated[
+            bool,
+            typer.Option(
+                "--skip-lite",
+                help="--index-only: measure only the server at PICSEARCH_MILVUS_URI, not "
+                "Milvus Lite too (which needs hours at 1M vectors).",
+            ),
+        ] = False,
+        as_json: Annotated[bool, typer.Option("--json", help="Print JSON, not tables.")] = False,
+    ) -> None:
+        """Measure ingest (ours vs. a naive reference) and search, or the index alone."""
+        from pydantic import ValidationError
+        from rich.console import Console
+
+        from app.core.config import get_settings
+        from app.core.errors import PicsearchError
+
+        err = Console(stderr=True)
+        opts = BenchOptions(
+            images=images,
+            count=count,
+            flags=SettingsFlags(
+                model=model,
+                weights=weights,
+                device=device,
+                batch_size=batch_size,
+                precision=precision,
+                index_type=index_type,
+            ),
+            repeat=repeat,
+            queries=queries,
+            sizes=_parse_sizes(sizes),
+            compile=compile_model,
+            max_side=max_side,
+            naive_count=naive_count,
+            processes=processes,
+            skip_lite=skip_lite,
+        )
+
+        def say(message: str) -> None:
+            err.print(f"[dim]bench:[/dim] {message}")
+
+        try:
+            base = get_settings()
+            if index_only:
+                report = bench_index(base, opts, say)
+            else:
+                report = bench_ingest(base, opts, say)
+        except (BenchError, PicsearchError, ValidationError) as exc:
+            err.print(f"[red]bench failed:[/red] {exc}")
+            raise typer.Exit(1) from None
+        if as_json:
+            sys.stdout.write(json.dumps(report, indent=2) + "\n")
+        else:
+            out = Console()
+            for table in render(report):
+                out.print(table)

@@ -1,0 +1,1 @@
+"""What the measuring commands, `picsearch bench` and `picsearch eval`, share."""
