@@ -44,7 +44,7 @@ TableQuery = Annotated[
     "/api/v1/train",
     dependencies=[ApiKeyDep],
     summary="Start loading a folder",
-    response_class=PlainTextResponse,
+    response_class=Response,  # errors stay documented as JSON
     responses=TEXT,
     openapi_extra=body_doc(TrainArgs, required=True),
 )
@@ -60,7 +60,7 @@ async def train(request: Request, services: ServicesDep) -> PlainTextResponse:
 @router.get(
     "/api/v1/process",
     summary="Progress of the latest load",
-    response_class=PlainTextResponse,
+    response_class=Response,  # errors stay documented as JSON
     responses=TEXT,
 )
 def process(services: ServicesDep, table: TableQuery = None) -> PlainTextResponse:
@@ -71,7 +71,7 @@ def process(services: ServicesDep, table: TableQuery = None) -> PlainTextRespons
 @router.post(
     "/api/v1/count",
     summary="Number of indexed images",
-    response_class=PlainTextResponse,
+    response_class=Response,  # errors stay documented as JSON
     responses=TEXT,
     openapi_extra=body_doc(TableArgs, required=False),
 )
@@ -136,7 +136,7 @@ def data(name: str, services: ServicesDep, table: TableQuery = None) -> FileResp
     "/api/v1/delete",
     dependencies=[ApiKeyDep],
     summary="Drop a collection's vectors",
-    response_class=PlainTextResponse,
+    response_class=Response,  # errors stay documented as JSON
     responses=TEXT,
     openapi_extra=body_doc(TableArgs, required=False),
 )
