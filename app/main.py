@@ -18,6 +18,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
 from app import __version__
+from app.api.compat import bootcamp, pic_search
 from app.api.deps import ReadKeyDep, Services
 from app.api.errors import install_error_handlers
 from app.api.routes import collection, folders, health, images, loads, search
@@ -33,7 +34,8 @@ log = logging.getLogger(__name__)
 FRONTEND_DIR = PROJECT_ROOT / "frontend"
 DESCRIPTION = """Reverse image search: load folders of photos (Celery workers embed them with a
 CNN into Milvus), then search by uploading an image. Errors always use the `ErrorResponse`
-schema. Images are served by id only."""
+schema. Images are served by id only. The `compat-*` routes speak the API of Milvus'
+reverse image search demo, for its existing clients (see docs/compat.md)."""
 
 
 def _unique_id(route: APIRoute) -> str:
@@ -123,7 +125,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return response
 
     app.include_router(health.router)
-    for module in (loads, search, images, collection, folders):
+    for module in (loads, search, images, collection, folders, pic_search, bootcamp):
         app.include_router(module.router, dependencies=[ReadKeyDep])
     if (FRONTEND_DIR / "index.html").is_file():
         app.mount("/", StaticFiles(directory=Path(FRONTEND_DIR), html=True), name="frontend")

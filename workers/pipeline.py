@@ -5,7 +5,6 @@ Celery tasks call into this module; nothing here knows about Celery.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import stat
@@ -24,7 +23,7 @@ import torch
 from app.core.config import Settings
 from app.core.jobs import ChunkCounts, FileError
 from app.core.paths import is_within
-from app.core.vectorstore import MAX_PATH_BYTES, ImageRow, VectorStore, image_id
+from app.core.vectorstore import MAX_PATH_BYTES, ImageRow, VectorStore, content_hash, image_id
 from app.ml.device_decode import decode_jpegs, gpu_decodable
 from app.ml.encoder import Encoder
 from app.ml.imageio import ImageDecodeError, decode_image, has_image_extension
@@ -211,7 +210,7 @@ def read_file(info: FileInfo, settings: Settings) -> tuple[bytes, Source]:
             data = fh.read(settings.max_file_bytes + 1)
     except OSError as exc:
         raise ImageDecodeError(_os_reason(exc)) from None
-    return data, Source(info, hashlib.blake2b(data, digest_size=16).hexdigest())
+    return data, Source(info, content_hash(data))
 
 
 def read_and_decode(info: FileInfo, settings: Settings) -> Decoded:

@@ -119,7 +119,7 @@ def scan_folder_task(job_id: str) -> None:
         return
     jobs.transition(job_id, JobState.scanning)
     try:
-        folder = resolve_in_roots(fields["path"], ctx.settings.image_roots, want_dir=True)
+        folder = resolve_in_roots(fields["path"], ctx.settings.readable_roots, want_dir=True)
         tools = ctx.for_job(fields["collection"])
         tools.store.ensure_collection()
     except ServiceUnavailable:
@@ -129,7 +129,7 @@ def scan_folder_task(job_id: str) -> None:
         return
     scan = scan_folder(
         Path(folder),
-        ctx.settings.image_roots,
+        ctx.settings.readable_roots,
         on_progress=lambda found: jobs.set_fields(job_id, discovered=found),
     )
     chunks = share_chunks(

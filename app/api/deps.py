@@ -75,15 +75,25 @@ def get_services(request: Request) -> Services:
 ServicesDep = Annotated[Services, Depends(get_services)]
 
 
+API_KEY_QUERY = "api_key"
+
+
+def query_api_key(request: Request, settings: Settings) -> str | None:
+    """The key given as `?api_key=`, when PICSEARCH_API_KEY_QUERY_PARAM allows it."""
+    return request.query_params.get(API_KEY_QUERY) if settings.api_key_query_param else None
+
+
 def require_api_key(
+    request: Request,
     services: ServicesDep,
     x_api_key: Annotated[str | None, Header(description="Required when an API key is set.")] = None,
 ) -> None:
     expected = services.settings.api_key
     if expected is None:
         return
-    if x_api_key is None or not secrets.compare_digest(
-        x_api_key.encode(), expected.get_secret_value().encode()
+    given = x_api_key if x_api_key is not None else query_api_key(request, services.settings)
+    if given is None or not secrets.compare_digest(
+        given.encode(), expected.get_secret_value().encode()
     ):
         raise AuthError("missing or wrong X-API-Key header")
 
@@ -92,12 +102,13 @@ ApiKeyDep = Depends(require_api_key)
 
 
 def require_read_key(
+    request: Request,
     services: ServicesDep,
     x_api_key: Annotated[str | None, Header(description="Required when an API key is set.")] = None,
 ) -> None:
     """Reads and searches need the key too when PICSEARCH_API_KEY_FOR_READS is on."""
     if services.settings.api_key_for_reads:
-        require_api_key(services, x_api_key)
+        require_api_key(request, services, x_api_key)
 
 
 ReadKeyDep = Depends(require_read_key)

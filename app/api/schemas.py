@@ -175,3 +175,10 @@ class FolderListing(BaseModel):
     parent: str | None = Field(description="Parent folder, or null at an image root.")
     folders: list[FolderEntry]
     image_files: int = Field(description="Image files directly in this folder (by extension).")
+
+
+class ImageAdded(BaseModel):
+    id: str = Field(description="Stable image id: the one a folder load of `path` gives.")
+    path: str = Field(description="Where the upload is stored (under the uploads folder).")
+    collection: str
+    created: bool = Field(description="False when these bytes were already indexed unchanged.")

@@ -63,6 +63,12 @@ class Settings(BaseSettings):
         default=False,
         description="With an API key set, also require it for reads and searches.",
     )
+    api_key_query_param: bool = Field(
+        default=False,
+        description="Also accept the API key as the query argument `api_key`, for clients that "
+        "cannot send headers. Off by default: URLs, and so the key, end up in access logs, "
+        "proxy logs and browser history.",
+    )
     cors_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="Comma-separated CORS origins; none by default."
     )
@@ -231,6 +237,16 @@ class Settings(BaseSettings):
     @property
     def thumbnail_dir(self) -> Path:
         return self.data_dir / "thumbnails"
+
+    @property
+    def uploads_dir(self) -> Path:
+        """Images added by upload (content-addressed); an image root of its own."""
+        return (self.data_dir / "uploads").expanduser().resolve()
+
+    @property
+    def readable_roots(self) -> list[Path]:
+        """Every folder images may be read from: the image roots and the uploads folder."""
+        return [*self.image_roots, self.uploads_dir]
 
 
 @lru_cache

@@ -8,7 +8,8 @@
     ├── NotFoundError              -> 404 not_found
     │   └── CollectionNotFound     -> 404 collection_not_found
     ├── ConflictError              -> 409 conflict
-    │   └── CollectionMismatch     -> 409 collection_mismatch (model/weights/recipe differ)
+    │   ├── CollectionMismatch     -> 409 collection_mismatch (model/weights/recipe differ)
+    │   └── LoadFailed             -> 409 load_failed (a load waited for ended failed/cancelled)
     ├── PayloadTooLarge            -> 413 payload_too_large
     ├── UnsupportedMediaType       -> 415 unsupported_media_type
     ├── InvalidImageError          -> 422 invalid_image
@@ -84,6 +85,10 @@ class ConflictError(PicsearchError):
 
 class CollectionMismatch(ConflictError):
     code = "collection_mismatch"
+
+
+class LoadFailed(ConflictError):
+    code = "load_failed"
 
 
 class PayloadTooLarge(PicsearchError):

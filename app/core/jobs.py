@@ -288,6 +288,13 @@ class JobStore:
                 break
         return out
 
+    def latest(self, collection: str) -> JobProgress | None:
+        """The most recent load job into `collection`, whatever its state."""
+        for job_id in self.r.zrevrange(f"{PREFIX}jobs", 0, -1):
+            if self.r.hget(self.key(str(job_id)), "collection") == collection:
+                return self.progress(str(job_id))
+        return None
+
     def active(self, collection: str | None = None) -> list[str]:
         """Ids of jobs not yet finished (only those loading into `collection` if given)."""
         out = []

@@ -40,6 +40,11 @@ def image_id(resolved_path: str) -> str:
     return hashlib.blake2b(raw, digest_size=ID_LENGTH // 2).hexdigest()
 
 
+def content_hash(data: bytes) -> str:
+    """Hash of a file's bytes, recorded per row (finds byte-identical files)."""
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
 def valid_id(value: str) -> bool:
     return len(value) == ID_LENGTH and all(c in "0123456789abcdef" for c in value)
 

@@ -19,9 +19,14 @@ from tests.conftest import RunningStack, free_port, settings_from_env
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 # Operations where schema-valid input may still be refused on purpose: an upload whose bytes
-# are not an image (415/422), and drops without confirm=true (400 confirmation_required).
+# are not an image (415/422), drops without confirm=true (400 confirmation_required), and the
+# bootcamp upload's `url` (400: never fetched) or missing `image` (400, as in the demo).
 REFUSES_VALID_INPUT = {
     "POST /api/v1/search",
+    "POST /api/v1/images",
+    "POST /compat/pic-search/api/v1/search",
+    "POST /compat/bootcamp/img/search",
+    "POST /compat/bootcamp/img/upload",
     "DELETE /api/v1/collection",
     "DELETE /api/v1/collections/{name}",
 }

@@ -2,18 +2,35 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, Query, status
 
-from app.api.deps import ApiKeyDep, ServicesDep
+from app.api.deps import ApiKeyDep, Services, ServicesDep
 from app.api.errors import ERROR_RESPONSES
 from app.api.schemas import LoadCreated, LoadList, LoadRequest
 from app.core.errors import ConflictError, NotFoundError
 from app.core.jobs import TASK_QUEUE, TASK_SCAN, JobProgress, JobState
 from app.core.paths import resolve_in_roots
+from app.core.vectorstore import VectorStore
 
 router = APIRouter(prefix="/api/v1/loads", tags=["loads"], responses=ERROR_RESPONSES)
+
+
+def queue_load(services: Services, folder: Path, store: VectorStore, prune: bool = False) -> str:
+    """Create a load job of the (already confined) `folder` into `store` and queue its scan."""
+    store.ensure_collection()  # refuse early if the collection holds other vectors
+    job_id = services.jobs.create(str(folder), store.name, prune=prune)
+    try:
+        services.tasks.send_task(
+            TASK_SCAN, args=[job_id], queue=TASK_QUEUE, task_id=f"{job_id}-scan"
+        )
+    except Exception:  # broker unreachable: no job may wait forever in `queued`
+        reason = "could not queue the job: broker unavailable"
+        services.jobs.transition(job_id, JobState.failed, message=reason)
+        raise
+    return job_id
 
 
 @router.post(
@@ -28,18 +45,8 @@ def start_load(body: LoadRequest, services: ServicesDep) -> LoadCreated:
     roots. Images become searchable chunk by chunk while the job runs; unchanged files that
     are already indexed are skipped. With `prune`, vectors of files under the folder that no
     longer exist are deleted (reported as `pruned`)."""
-    folder = resolve_in_roots(body.path, services.settings.image_roots, want_dir=True)
-    store = services.collections.get(body.collection)
-    store.ensure_collection()  # refuse early if the collection holds other vectors
-    job_id = services.jobs.create(str(folder), store.name, prune=body.prune)
-    try:
-        services.tasks.send_task(
-            TASK_SCAN, args=[job_id], queue=TASK_QUEUE, task_id=f"{job_id}-scan"
-        )
-    except Exception:  # broker unreachable: no job may wait forever in `queued`
-        reason = "could not queue the job: broker unavailable"
-        services.jobs.transition(job_id, JobState.failed, message=reason)
-        raise
+    folder = resolve_in_roots(body.path, services.settings.readable_roots, want_dir=True)
+    job_id = queue_load(services, folder, services.collections.get(body.collection), body.prune)
     return LoadCreated(job_id=job_id, status_url=f"/api/v1/loads/{job_id}")
 
 

@@ -10,7 +10,7 @@ import numpy as np
 from fastapi import APIRouter, Depends, File, Form, Query, UploadFile
 from starlette.concurrency import run_in_threadpool
 
-from app.api.deps import CollectionDep, ServicesDep
+from app.api.deps import CollectionDep, Services, ServicesDep
 from app.api.errors import ERROR_RESPONSES
 from app.api.schemas import (
     ABSOLUTE_PATH,
@@ -23,7 +23,7 @@ from app.api.schemas import (
 from app.core.errors import InvalidImageError, PayloadTooLarge, UnsupportedMediaType
 from app.core.vectorstore import SearchHit, VectorStore
 from app.ml.encoder import Encoder
-from app.ml.imageio import ImageDecodeError, decode_image
+from app.ml.imageio import DecodedImage, ImageDecodeError, decode_image
 
 router = APIRouter(prefix="/api/v1", tags=["search"], responses=ERROR_RESPONSES)
 
@@ -98,17 +98,30 @@ def run_search(
     return shape_results(hits, options, store)
 
 
-def _decode_query(encoder: Encoder, data: bytes, max_pixels: int) -> np.ndarray:
+def decode_upload(encoder: Encoder, data: bytes, max_pixels: int) -> DecodedImage:
+    """Decode uploaded bytes for `encoder`: 415 if not an image, 422 if undecodable."""
     try:
-        image = decode_image(data, size=encoder.image_size, max_pixels=max_pixels)
+        return decode_image(data, size=encoder.image_size, max_pixels=max_pixels)
     except ImageDecodeError as exc:
         if exc.reason.startswith(NOT_AN_IMAGE):
             raise UnsupportedMediaType(f"upload is not a supported image: {exc.reason}") from None
         raise InvalidImageError(f"cannot decode the uploaded image: {exc.reason}") from None
-    return image.pixels
 
 
-async def _read_upload(upload: UploadFile, limit: int) -> bytes:
+def _decode_query(encoder: Encoder, data: bytes, max_pixels: int) -> np.ndarray:
+    return decode_upload(encoder, data, max_pixels).pixels
+
+
+async def embed_query(services: Services, store: VectorStore, data: bytes) -> np.ndarray:
+    """The vector of uploaded image bytes, embedded with `store`'s own model."""
+    encoder = await run_in_threadpool(services.encoders.for_collection, store.meta)
+    pixels = await run_in_threadpool(
+        _decode_query, encoder, data, services.settings.max_image_pixels
+    )
+    return await services.batcher(encoder).embed_one(pixels)
+
+
+async def read_upload(upload: UploadFile, limit: int) -> bytes:
     data = await upload.read(limit + 1)
     if len(data) > limit:
         raise PayloadTooLarge(f"upload exceeds {limit:,} bytes")
@@ -140,7 +153,7 @@ async def search(
     """Embed the uploaded image with the collection's model and return the most similar
     indexed images, best first, with cosine similarity as `score`."""
     options = SearchOptions(top_k, min_score, folder, collapse_duplicates)
-    data = await _read_upload(image, services.settings.max_upload_bytes)
+    data = await read_upload(image, services.settings.max_upload_bytes)
     store = await run_in_threadpool(services.collections.get, collection)
     encoder = await run_in_threadpool(services.encoders.for_collection, store.meta)
     t0 = time.perf_counter()
