@@ -39,13 +39,8 @@ class NaiveEncoder:
     def __init__(self, settings: Settings) -> None:
         import torch
 
-        from app.ml.encoder import (
-            IMAGENET_MEAN,
-            IMAGENET_STD,
-            build_backbone,
-            pick_device,
-            resolve_weights,
-        )
+        from app.ml.encoder import build_backbone, pick_device, resolve_weights
+        from app.ml.trunks import IMAGENET_MEAN, IMAGENET_STD
 
         state, _ = resolve_weights(settings)
         self.device = pick_device(settings.device)
@@ -57,7 +52,7 @@ class NaiveEncoder:
     def embed_one(self, pixels: np.ndarray) -> np.ndarray:
         import torch
 
-        from app.ml.encoder import pool_features
+        from app.ml.trunks import pool_features
 
         with torch.inference_mode():
             x = torch.from_numpy(pixels.copy()).permute(2, 0, 1).contiguous()

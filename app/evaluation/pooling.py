@@ -54,6 +54,6 @@ def rmac(fmap: torch.Tensor, levels: int = 3) -> torch.Tensor:
 
 def pool(fmap: torch.Tensor, pooling: str) -> torch.Tensor:
     """mac / spoc / gem exactly as the service (`pool_features`), or rmac."""
-    from app.ml.encoder import pool_features
+    from app.ml.trunks import pool_features
 
     return rmac(fmap) if pooling == "rmac" else pool_features(fmap, pooling)

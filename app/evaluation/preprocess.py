@@ -35,7 +35,7 @@ def open_upright(data: bytes, draft_to: int | None = None) -> Image.Image:
 
 
 def _mean_colour() -> tuple[int, int, int]:
-    from app.ml.encoder import IMAGENET_MEAN
+    from app.ml.trunks import IMAGENET_MEAN
 
     r, g, b = (round(255 * m) for m in IMAGENET_MEAN)
     return r, g, b

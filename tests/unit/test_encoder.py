@@ -11,8 +11,9 @@ import torchvision
 
 from app.core.config import Settings
 from app.core.errors import ConfigurationError, WeightsNotFound
-from app.ml.encoder import Encoder, pool_features, resolve_weights
+from app.ml.encoder import Encoder, resolve_weights
 from app.ml.imageio import decode_image
+from app.ml.trunks import pool_features
 from tests.imagegen import distinct_image, jpeg_bytes
 
 

@@ -18,8 +18,8 @@ from torch import nn
 from app.ml import runtime_choice
 from app.ml.cpu import ISA_ENVIRONMENT, CpuInfo, cpu_info, parse_cpuinfo
 from app.ml.encoder import build_backbone
-from app.ml.runtime_choice import RuntimeReport, TrunkFn, TrunkSpec, choose, measure
-from app.ml.trunks import OpenVinoTrunk, PackedConv2d, can_pack, openvino_available
+from app.ml.runtime_choice import RuntimeReport, TrunkSpec, choose, measure
+from app.ml.trunks import OpenVinoTrunk, PackedConv2d, TrunkFn, can_pack, openvino_available
 
 AVX2_ONLY = CpuInfo("AMD EPYC 7B13", frozenset({"avx2", "fma"}), 2)
 WITH_BF16 = CpuInfo("Intel Xeon", frozenset({"avx2", "fma", "avx512f", "avx512_bf16"}), 2)
