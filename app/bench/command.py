@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -27,6 +27,17 @@ def _parse_sizes(text: str) -> list[int]:
     if not sizes or min(sizes) < 1:
         raise typer.BadParameter("--sizes needs at least one positive size")
     return sizes
+
+
+def slower_than_naive(report: dict[str, Any]) -> str | None:
+    """What `--check` fails on: an ingest report whose pipeline lost to the naive loop."""
+    if report["mode"] != "ingest" or report["speedup"] >= 1.0:
+        return None
+    return (
+        f"our pipeline ran at {report['speedup']:.2f}x the naive reference "
+        f"({report['ours']['images_per_s']:.2f} vs {report['naive']['images_per_s']:.2f} img/s) "
+        f"on {report['machine']['cpu']}"
+    )
 
 
 def register(cli: typer.Typer) -> None:
@@ -100,6 +111,14 @@ def register(cli: typer.Typer) -> None:
             ),
         ] = False,
         as_json: Annotated[bool, typer.Option("--json", help="Print JSON, not tables.")] = False,
+        check: Annotated[
+            bool,
+            typer.Option(
+                "--check",
+                help="Exit with status 3 when our pipeline is slower than the naive reference "
+                "in this run (median images/s end to end).",
+            ),
+        ] = False,
     ) -> None:
         """Measure ingest (ours vs. a naive reference) and search, or the index alone."""
         from pydantic import ValidationError
@@ -148,3 +167,7 @@ def register(cli: typer.Typer) -> None:
             out = Console()
             for table in render(report):
                 out.print(table)
+        failure = slower_than_naive(report) if check else None
+        if failure:
+            err.print(f"[red]bench check failed:[/red] {failure}")
+            raise typer.Exit(3)

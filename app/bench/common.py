@@ -6,6 +6,12 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Sequence
+from dataclasses import asdict
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from app.ml.encoder import Encoder
+    from app.ml.runtime_choice import Purpose
 
 QUERY_SIZE = (500, 375)
 TOP_K = 10
@@ -31,3 +37,29 @@ def percentile(values: Sequence[float], q: float) -> float:
 def median_dict(runs: Sequence[dict[str, float]]) -> dict[str, float]:
     """Key-wise median of several runs' figures."""
     return {key: statistics.median(run[key] for run in runs) for key in runs[0]}
+
+
+def machine(batch: Encoder, query: Encoder) -> dict[str, Any]:
+    """The CPU (model and flags), GPU if used, and how each encoder runs the model here,
+    with every CPU runtime measured and why the chosen ones won."""
+    import torch
+
+    from app.ml.cpu import cpu_info
+
+    found: dict[str, Any] = {"cpu": cpu_info().describe(), "torch": torch.__version__}
+    if batch.device.type == "cuda":
+        found["gpu"] = torch.cuda.get_device_name(batch.device)
+    purposes: tuple[tuple[Purpose, Encoder], ...] = (("batch", batch), ("query", query))
+    for purpose, encoder in purposes:
+        report = encoder.runtime_report
+        found[f"{purpose}_runtime"] = f"{encoder.info.runtime} {encoder.info.precision}"
+        if report is not None:
+            found[f"{purpose}_runtime"] += f", batch {encoder.micro_batch}"
+            found[f"{purpose}_reason"] = report.reason(purpose)
+    report = batch.runtime_report or query.runtime_report
+    if report is not None:
+        found["cpu_runtime_trials"] = [
+            {**asdict(trial), "name": trial.name} for trial in report.trials
+        ]
+        found["cpu_runtime_cached"] = report.cached
+    return found

@@ -14,7 +14,7 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from app.bench.common import QUERY_SIZE, WARMUP_QUERIES, BenchError, median_dict
+from app.bench.common import QUERY_SIZE, WARMUP_QUERIES, BenchError, machine, median_dict
 from app.bench.images import prepare_sample, query_jpeg
 from app.bench.latency import query_latency
 from app.bench.options import BenchOptions, model_settings
@@ -113,7 +113,7 @@ def bench_index(
     if opts.skip_lite and not settings.milvus_uri:
         raise BenchError("--skip-lite leaves nothing to measure without PICSEARCH_MILVUS_URI")
     say(f"building the {settings.model} encoder for the query embedding")
-    encoder = Encoder(settings, compile=opts.compile)
+    encoder = Encoder(settings, compile=opts.compile, purpose="query")
     warm_up(encoder, settings, 1)
     sample = None
     if opts.images is not None:
@@ -135,6 +135,7 @@ def bench_index(
                 )
     return {
         "mode": "index",
+        "machine": machine(encoder, encoder),
         "config": {
             "model": settings.model,
             "dim": encoder.info.dim,

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from app.bench.common import QUERY_SIZE, BenchError, median_dict
+from app.bench.common import QUERY_SIZE, BenchError, machine, median_dict
 from app.bench.images import prepare_images, query_jpeg
 from app.bench.latency import query_latency
 from app.bench.naive import NaiveEncoder, run_naive
@@ -51,6 +51,10 @@ def bench_ingest(
         settings = model_settings(base, opts, image_roots=[folder], data_dir=work)
         say(f"{len(files)} images from {opts.images}; building {settings.model} encoders")
         encoder = Encoder(settings, compile=opts.compile or settings.torch_compile)
+        # queries run as the API runs them: one image at a time, its own runtime choice
+        query_encoder = (
+            Encoder(settings, purpose="query") if encoder.device.type == "cpu" else encoder
+        )
         naive = NaiveEncoder(settings)
         warm_up(encoder, settings, len(files))
         naive.embed_one(np.zeros((settings.image_size, settings.image_size, 3), np.uint8))
@@ -101,7 +105,7 @@ def bench_ingest(
                 ids = sorted(naive_vectors)
                 ours_vectors = fetch_vectors(ours_store, ids)
                 search_runs = [
-                    query_latency(settings, encoder, ours_store, query, opts.queries)
+                    query_latency(settings, query_encoder, ours_store, query, opts.queries)
                     for _ in range(opts.repeat)
                 ]
                 collection_size = ours_store.count()
@@ -132,6 +136,7 @@ def bench_ingest(
         }
     return {
         "mode": "ingest",
+        "machine": machine(encoder, query_encoder),
         "config": {
             "images": str(opts.images),
             "count": len(files),

@@ -28,4 +28,6 @@ class BenchOptions:
 
 
 def model_settings(base: Settings, opts: BenchOptions, **extra: Any) -> Settings:
+    # the CPU runtime measurement is the machine's, not the temporary data dir's
+    extra.setdefault("runtime_cache_dir", base.effective_runtime_cache_dir)
     return settings_with(base, **opts.flags.overrides(), **extra)

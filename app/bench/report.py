@@ -11,8 +11,25 @@ def _fmt(value: float, digits: int = 2) -> str:
     return f"{value:,.{digits}f}"
 
 
+def describe_machine(found: dict[str, Any]) -> str:
+    """Lines naming the machine and how the model ran on it (tables' header)."""
+    lines = [f"CPU: {found['cpu']}; torch {found['torch']}"]
+    if "gpu" in found:
+        lines.append(f"GPU: {found['gpu']}")
+    for purpose in ("batch", "query"):
+        why = found.get(f"{purpose}_reason")
+        lines.append(
+            f"{purpose} runtime: {found[f'{purpose}_runtime']}" + (f" ({why})" if why else "")
+        )
+    return "\n".join(lines)
+
+
 def render(report: dict[str, Any]) -> list[Any]:
-    """Rich tables for a report."""
+    """Rich tables for a report, after a header naming the machine."""
+    return [describe_machine(report["machine"]), *_tables(report)]
+
+
+def _tables(report: dict[str, Any]) -> list[Any]:
     from rich.table import Table
 
     cfg = report["config"]

@@ -18,6 +18,7 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from app.bench import register
+from app.bench.command import slower_than_naive
 from app.bench.common import percentile
 from app.bench.images import prepare_images
 from app.bench.naive import NaiveEncoder, naive_decode
@@ -242,7 +243,14 @@ def test_ingest_report_has_every_figure(bench_cli: typer.Typer, photos: Path) ->
     assert report["mode"] == "ingest"
     config = report["config"]
     assert config["count"] == 7 and config["image_size"] == 224
-    assert config["milvus"].startswith("milvus-lite") and config["precision"] == "float32"
+    assert config["milvus"].startswith("milvus-lite")
+    assert config["precision"] in ("float32", "bfloat16")  # as measured fastest here
+    found = report["machine"]
+    assert found["cpu"] == cpu_info().describe()
+    assert found["batch_runtime"].startswith(f"{config['runtime']} {config['precision']}")
+    assert found["query_runtime"].endswith(", batch 1")  # queries run one image at a time
+    assert found["cpu_runtime_trials"] and all(t["name"] for t in found["cpu_runtime_trials"])
+    assert "fastest accepted at batch" in found["batch_reason"]
     for side in ("ours", "naive"):
         assert set(report[side]) == {
             "images_per_s", "seconds", "decode", "embed", "write", "other"
@@ -260,6 +268,22 @@ def test_ingest_report_has_every_figure(bench_cli: typer.Typer, photos: Path) ->
     assert quality["cosine_min"] >= 0.999 and quality["top10_overlap"] > 0.5
     text = rendered(report)
     assert "images/s end to end" in text and "top-10 overlap" in text
+    assert f"CPU: {found['cpu']}" in text
+    assert slower_than_naive(report) is None or report["speedup"] < 1
+
+
+def test_check_fails_only_when_ours_is_slower_than_naive() -> None:
+    report: dict[str, Any] = {
+        "mode": "ingest",
+        "speedup": 0.52,
+        "ours": {"images_per_s": 1.54},
+        "naive": {"images_per_s": 2.96},
+        "machine": {"cpu": "AMD EPYC 7B13 (2 CPUs; avx2 fma)"},
+    }
+    failure = slower_than_naive(report)
+    assert failure is not None and "0.52x" in failure and "AMD EPYC 7B13" in failure
+    assert slower_than_naive({**report, "speedup": 1.0}) is None
+    assert slower_than_naive({"mode": "index"}) is None
 
 
 def test_several_processes_index_every_file_exactly_once(
