@@ -12,7 +12,7 @@ import threading
 from app.core.config import Settings
 from app.core.errors import CollectionMismatch, CollectionNotFound, ConflictError
 from app.core.vectorstore import CollectionMeta, MilvusConnection, VectorStore
-from app.ml.encoder import Encoder
+from app.ml.encoder import BACKBONES, Encoder, recipe_id, resolve_weights
 from app.ml.runtime_choice import Purpose
 
 EncoderKey = tuple[str, str, str, int]
@@ -51,6 +51,7 @@ class EncoderRegistry:
         self.compile = compile
         self.purpose = purpose
         self._encoders: dict[EncoderKey, Encoder] = {_key(settings): default}
+        self._building: dict[EncoderKey, threading.Lock] = {}
         self._lock = threading.Lock()
 
     def settings_for(self, meta: CollectionMeta) -> Settings:
@@ -64,11 +65,40 @@ class EncoderRegistry:
         )
 
     def get(self, settings: Settings) -> Encoder:
+        """The encoder for `settings`, built on first use. A build (which may time the CPU
+        runtimes first) holds up only the callers that need the same encoder."""
         key = _key(settings)
         with self._lock:
-            if key not in self._encoders:
-                self._encoders[key] = Encoder(settings, compile=self.compile, purpose=self.purpose)
-            return self._encoders[key]
+            found = self._encoders.get(key)
+            building = self._building.setdefault(key, threading.Lock())
+        if found is not None:
+            return found
+        with building:
+            with self._lock:
+                found = self._encoders.get(key)
+            if found is None:
+                found = Encoder(settings, compile=self.compile, purpose=self.purpose)
+                with self._lock:
+                    self._encoders[key] = found
+        return found
+
+    def meta(self, settings: Settings) -> CollectionMeta:
+        """The metadata a collection filled with `settings`' encoder records, without
+        building that encoder when it is not built yet (only its weights are hashed)."""
+        with self._lock:
+            built = self._encoders.get(_key(settings))
+        if built is not None:
+            return meta_for(built, settings)
+        _, weights_id = resolve_weights(settings)
+        return CollectionMeta(
+            model=settings.model,
+            weights_id=weights_id,
+            dim=BACKBONES[settings.model].dim,
+            recipe=recipe_id(settings),
+            weights_source=settings.weights,
+            pooling=settings.pooling,
+            image_size=settings.image_size,
+        )
 
     def for_collection(self, meta: CollectionMeta) -> Encoder:
         """The encoder that produced `meta`'s vectors; refuses if its weights changed."""
@@ -92,6 +122,7 @@ class CollectionRegistry:
         self.conn = MilvusConnection(settings)
         self._stores: dict[str, VectorStore] = {}
         self._lock = threading.Lock()
+        self._create_lock = threading.Lock()
 
     @property
     def default(self) -> VectorStore:
@@ -115,10 +146,13 @@ class CollectionRegistry:
             return self._stores.setdefault(name, store)
 
     def create(self, name: str, meta: CollectionMeta) -> VectorStore:
-        if self.conn.read_meta(name) is not None or name in self.conn.list_names():
-            raise ConflictError(f"collection {name!r} already exists")
-        store = VectorStore(self.settings, meta, name, self.conn)
-        store.ensure_collection()
+        # One creation at a time: Milvus Lite fails a second concurrent create of the same
+        # name with a file error instead of "already exists".
+        with self._create_lock:
+            if self.conn.read_meta(name) is not None or name in self.conn.list_names():
+                raise ConflictError(f"collection {name!r} already exists")
+            store = VectorStore(self.settings, meta, name, self.conn)
+            store.ensure_collection()
         with self._lock:
             self._stores[name] = store
         return store

@@ -169,14 +169,30 @@ def openvino_version() -> str | None:
 class OpenVinoTrunk:
     """A trunk compiled by OpenVINO for the CPU, called like the torch module it came from.
 
-    Not thread-safe (one infer request): the Encoder calls it under its lock.
+    Compiled for one image size (static shapes run fastest); an input of another size gets a
+    reshaped copy compiled on first use, as the eval's grid of input sizes needs.
+    Not thread-safe (one infer request per size): the Encoder calls it under its lock.
     """
 
-    def __init__(self, compiled: Any) -> None:
-        self._request = compiled.create_infer_request()
+    def __init__(self, core: Any, model: Any, config: dict[str, Any], image_size: int) -> None:
+        self._core = core
+        self._model = model
+        self._config = config
+        self._requests: dict[tuple[int, int], Any] = {}
+        self._request_for((image_size, image_size))
+
+    def _request_for(self, size: tuple[int, int]) -> Any:
+        request = self._requests.get(size)
+        if request is None:
+            model = self._model.clone()
+            model.reshape([-1, 3, *size])
+            request = self._core.compile_model(model, "CPU", self._config).create_infer_request()
+            self._requests[size] = request
+        return request
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        result = self._request.infer({0: x.contiguous().numpy()})
+        request = self._request_for((int(x.shape[2]), int(x.shape[3])))
+        result = request.infer({0: x.contiguous().numpy()})
         return torch.from_numpy(result[0].copy())
 
 
@@ -215,4 +231,4 @@ def openvino_trunk(
         # other processes (API beside worker) share the cores: do not pin threads to them
         "ENABLE_CPU_PINNING": False,
     }
-    return OpenVinoTrunk(core.compile_model(model, "CPU", config))
+    return OpenVinoTrunk(core, model, config, image_size)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import threading
 from typing import Annotated
 
 from fastapi import APIRouter, Query, status
@@ -19,12 +21,18 @@ from app.api.schemas import (
     RuntimeTrialInfo,
     Stats,
 )
-from app.core.errors import ConfigurationError, ConfirmationRequired, ConflictError
+from app.core.config import Settings
+from app.core.errors import (
+    ConfigurationError,
+    ConfirmationRequired,
+    ConflictError,
+    PicsearchError,
+)
 from app.core.jobs import JobState
 from app.core.vectorstore import VectorStore
-from app.ml.registry import meta_for
 from app.ml.runtime_choice import RuntimeReport
 
+log = logging.getLogger(__name__)
 router = APIRouter(prefix="/api/v1", tags=["collection"], responses=ERROR_RESPONSES)
 Confirm = Annotated[bool, Query(description="Must be true; guards against accidents.")]
 CollectionName = Annotated[str, PathParam(pattern=COLLECTION_NAME)]
@@ -149,11 +157,23 @@ def create_collection(body: CollectionCreate, services: ServicesDep) -> Collecti
         }
     )
     try:
-        encoder = services.encoders.get(settings)
+        meta = services.encoders.meta(settings)
     except ConfigurationError as exc:  # e.g. this model's weights file is not on the server
         raise ConflictError(f"cannot create a {body.model} collection: {exc.message}") from None
-    store = services.collections.create(body.name, meta_for(encoder, settings))
+    store = services.collections.create(body.name, meta)
+    # Its encoder is built now, in the background (the first one of a model on a machine
+    # also times the CPU runtimes), so that neither this answer nor its first search waits.
+    threading.Thread(
+        target=_build_quietly, args=(services, settings), name="encoder-build", daemon=True
+    ).start()
     return _info(services, store)
+
+
+def _build_quietly(services: Services, settings: Settings) -> None:
+    try:
+        services.encoders.get(settings)
+    except PicsearchError as exc:  # the first search in the collection reports it
+        log.warning("building the %s encoder failed: %s", settings.model, exc.message)
 
 
 @router.delete("/collections/{name}", dependencies=[ApiKeyDep], summary="Drop a collection")
