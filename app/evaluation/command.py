@@ -50,6 +50,25 @@ def register(cli: typer.Typer) -> None:
                 file_okay=False,
             ),
         ] = None,
+        crops: Annotated[
+            Path | None,
+            typer.Option(
+                "--crops",
+                help="Folder of originals: indexed, and detail crops cut from them (64-160 px, "
+                "rectangles and circles, also resized, recompressed, colour-shifted) search "
+                "for their source.",
+                exists=True,
+                file_okay=False,
+            ),
+        ] = None,
+        crop_queries: Annotated[
+            int,
+            typer.Option(
+                "--crop-queries",
+                min=0,
+                help="--crops: crops cut, each queried in every variant (0: one per original).",
+            ),
+        ] = 60,
         model: Annotated[
             str | None, typer.Option("--model", help="vgg16 or mobilenet_v2 (PICSEARCH_MODEL).")
         ] = None,
@@ -101,15 +120,16 @@ def register(cli: typer.Typer) -> None:
             Path | None,
             typer.Option(
                 "--cache",
-                help="--compare: keep vectors and generated queries in this folder and reuse "
-                "them on the next run.",
+                help="Keep generated queries (and with --compare, vectors) in this folder and "
+                "reuse them on the next run.",
                 file_okay=False,
             ),
         ] = None,
         as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     ) -> None:
         """Measure retrieval quality: mAP@k, precision@1/@10, recall@k on a labelled folder;
-        near-duplicate hit@1/@10 per transform on a folder of originals."""
+        near-duplicate hit@1/@10 per transform on a folder of originals; crop top-1/top-10
+        per kind on a folder of originals (--crops)."""
         from rich.console import Console
         from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -158,6 +178,8 @@ def register(cli: typer.Typer) -> None:
                 poolings=csv(pooling, POOLINGS, "--pooling"),
                 whiten=whiten,
                 cache=cache,
+                crops=crops,
+                crop_queries=crop_queries,
                 progress=progress,
             )
             report = _rounded(run_evaluation(settings, options))
