@@ -11,6 +11,7 @@ import typer
 
 from app.evaluation.options import EvalOptions
 from app.evaluation.recipes import POOLINGS, RESIZE_MODES
+from app.evaluation.regions import REGION_DESIGNS
 from app.evaluation.report import render_tables
 from app.evaluation.run import run_evaluation
 from app.measure.options import SettingsFlags
@@ -69,6 +70,14 @@ def register(cli: typer.Typer) -> None:
                 help="--crops: crops cut, each queried in every variant (0: one per original).",
             ),
         ] = 60,
+        regions: Annotated[
+            str,
+            typer.Option(
+                "--regions",
+                help="--crops: also prototype region designs, comma-separated: fmap, windows "
+                "(many vectors per image, best region per image, NCC-verified top 10).",
+            ),
+        ] = "",
         model: Annotated[
             str | None, typer.Option("--model", help="vgg16 or mobilenet_v2 (PICSEARCH_MODEL).")
         ] = None,
@@ -180,6 +189,7 @@ def register(cli: typer.Typer) -> None:
                 cache=cache,
                 crops=crops,
                 crop_queries=crop_queries,
+                regions=csv(regions, list(REGION_DESIGNS), "--regions") if regions else (),
                 progress=progress,
             )
             report = _rounded(run_evaluation(settings, options))

@@ -24,4 +24,5 @@ class EvalOptions:
     cache: Path | None = None  # --compare: keep vectors (and generated queries) here
     crops: Path | None = None  # originals to cut crop queries from
     crop_queries: int = 60  # crops cut (each in every variant); 0: one per original
+    regions: tuple[str, ...] = ()  # --crops: region designs to prototype (regions.REGION_DESIGNS)
     progress: Callable[[str, int], Callable[[int], None]] | None = None

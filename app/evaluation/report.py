@@ -39,6 +39,38 @@ def crop_table(title: str, columns: dict[str, dict[str, Any]]) -> Any:
     return table
 
 
+def region_tables(regions: dict[str, dict[str, Any]], global_crops: dict[str, Any]) -> list[Any]:
+    """The region designs beside the global vector: hit rates per crop kind, then costs."""
+    from rich.table import Table
+
+    columns = {"global": global_crops}
+    for name, result in regions.items():
+        columns[f"{name}"] = result["regions"]
+        columns[f"{name} +NCC"] = result["verified"]
+    out: list[Any] = [crop_table("crops: region designs (best region per image)", columns)]
+    costs = Table(title="region designs: cost on this CPU")
+    for head in ("design", "vectors/img", "ingest ms/img", "GB/10k fp32", "GB/10k SQ8"):
+        costs.add_column(head, justify="right")
+    for head in ("query embed ms", "search ms", "search ms @10k", "verify ms"):
+        costs.add_column(head, justify="right")
+    for name, r in regions.items():
+        q, gb = r["query_ms"], r["storage_gb_per_10k"]
+        costs.add_row(
+            name,
+            str(r["vectors_per_image"]),
+            str(r["ingest_ms_per_image"]),
+            str(gb["float32"]),
+            str(gb["sq8"]),
+            str(q["embed"]),
+            str(q["search"]),
+            str(q["search_per_10k_images"]),
+            str(q["verify_top10"]),
+        )
+    out.append(costs)
+    out += [f"{name}: {r['design']}" for name, r in regions.items()]
+    return out
+
+
 def render_tables(report: dict[str, Any], compare: bool) -> list[Any]:
     """rich renderables for the terminal: compact tables, percentages."""
     from rich.table import Table
@@ -99,6 +131,8 @@ def render_tables(report: dict[str, Any], compare: bool) -> list[Any]:
         if has_crops:
             title = f"crops: source ranked first / in the top 10, recipe {row['recipe']}"
             out.append(crop_table(title, {"global vector": row["crops"]}))
+        if "regions" in report:
+            out += region_tables(report["regions"], row["crops"])
         return out
 
     table = Table(title="recipes, best first")

@@ -24,6 +24,7 @@ from app.evaluation.metrics import (
 )
 from app.evaluation.options import EvalOptions
 from app.evaluation.recipes import RESIZE_MODES, Prep, Recipe, current_recipe, seed_recipe
+from app.evaluation.regions import evaluate_design
 from app.evaluation.whitening import Whitening
 
 if TYPE_CHECKING:
@@ -187,6 +188,20 @@ def _evaluate(settings: Settings, options: EvalOptions, scratch: Path) -> dict[s
             "kinds": CROP_NOTES,
             "failed": {**({} if reuse else cdb.failed), **cq.failed},
         }
+        if options.regions:
+            cdb_, _, crop_targets, crop_list = crop_data
+            report["regions"] = {
+                design: evaluate_design(
+                    encoder,
+                    crop_originals,
+                    cdb_.ok,
+                    crop_list,
+                    crop_targets,
+                    design,
+                    options.progress,
+                )
+                for design in options.regions
+            }
 
     def evaluate(recipe: Recipe) -> dict[str, Any]:
         row: dict[str, Any] = {
