@@ -75,7 +75,7 @@ def register(cli: typer.Typer) -> None:
             typer.Option(
                 "--regions",
                 help="--crops: also prototype region designs, comma-separated: fmap, windows "
-                "(many vectors per image, best region per image, NCC-verified top 10).",
+                "(many vectors per image, best region per image, NCC-verified top 5).",
             ),
         ] = "",
         model: Annotated[

@@ -64,7 +64,7 @@ def region_tables(regions: dict[str, dict[str, Any]], global_crops: dict[str, An
             str(q["embed"]),
             str(q["search"]),
             str(q["search_per_10k_images"]),
-            str(q["verify_top10"]),
+            str(q["verify_shortlist"]),
         )
     out.append(costs)
     out += [f"{name}: {r['design']}" for name, r in regions.items()]

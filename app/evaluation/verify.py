@@ -59,7 +59,7 @@ def verify(
         size = (round(query.width / scale), round(query.height / scale))
         if min(size) < MIN_TEMPLATE:
             continue
-        margin_x, margin_y = size[0], size[1]
+        margin_x, margin_y = size[0] // 2, size[1] // 2  # the box is a coarse window
         left, top = max(0, x - margin_x), max(0, y - margin_y)
         right = min(grey.width, x + w + margin_x)
         bottom = min(grey.height, y + h + margin_y)

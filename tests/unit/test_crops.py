@@ -26,6 +26,8 @@ from app.evaluation.crops import (
     make_crop_queries,
 )
 from app.evaluation.metrics import evaluate_crops
+from app.evaluation.regions import REGION_DESIGNS, RegionIndex, search
+from app.evaluation.verify import VERIFIED_NCC, verify
 from tests.imagegen import distinct_image
 
 
@@ -228,3 +230,53 @@ def test_jpeg_variant_differs_from_exact_pixels(originals: list[Path], tmp_path:
     assert np.abs(by_variant["same"] - by_variant["jpeg40"]).mean() > 0.5
     assert np.abs(by_variant["same"] - by_variant["colour"]).mean() > 2
     assert io.BytesIO(queries[0].path.read_bytes()).getvalue()[:4] == b"\x89PNG"
+
+
+# --------------------------------------------------------------------------- region prototypes
+
+
+def test_ncc_verifies_exact_and_resized_crops_and_rejects_others() -> None:
+    source, other = textured_image(400), textured_image(401)
+    box = (70, 40, 90, 90)
+    piece = source.crop((box[0], box[1], box[0] + box[2], box[1] + box[3]))
+    full = Image.new("L", piece.size, 255)
+    window = (box[0] - 20, box[1] - 10, 128, 128)  # a coarse region hit around the crop
+    assert verify(piece, full, source, window) == pytest.approx(1.0, abs=1e-6)
+    doubled = piece.resize((180, 180), Image.Resampling.BICUBIC)
+    assert verify(doubled, Image.new("L", doubled.size, 255), source, window) > VERIFIED_NCC
+    circle = Image.composite(piece, Image.new("RGB", piece.size, FILL), circle_mask(piece.size))
+    assert verify(circle, circle_mask(piece.size), source, window) > 0.99
+    assert verify(piece, full, other, window) < VERIFIED_NCC
+
+
+def test_region_search_keeps_the_best_region_of_each_image() -> None:
+    vectors = np.asarray([[1, 0], [0.6, 0.8], [0, 1], [0.8, 0.6]], dtype=np.float16)
+    boxes = np.arange(16, dtype=np.int32).reshape(4, 4)
+    index = RegionIndex(vectors, boxes, starts=[0, 2, 2, 4], seconds=0.0)  # image 1: none
+    scores, best = search(index, np.asarray([[1.0, 0.0]]))
+    assert best.tolist()[::2] == [0, 3] and scores[1] == -np.inf
+    assert scores[2] == pytest.approx(0.8, abs=1e-3)
+    scores, best = search(index, np.asarray([[1.0, 0.0], [0.0, 1.0]]))  # the best vector counts
+    assert best.tolist()[::2] == [0, 2] and scores[2] == pytest.approx(1.0, abs=1e-3)
+    assert index.per_image() == pytest.approx(4 / 3)
+
+
+def test_region_designs_end_to_end(
+    originals: list[Path], settings: Settings, tmp_path: Path
+) -> None:
+    options = EvalOptions(
+        crops=originals[0].parent, crop_queries=2, cache=tmp_path, regions=tuple(REGION_DESIGNS)
+    )
+    report = run_evaluation(settings, options)
+    for design in REGION_DESIGNS:
+        result = report["regions"][design]
+        assert result["indexed"] == 5 and result["vectors_per_image"] >= 1
+        for part in ("regions", "verified"):
+            assert result[part]["textured"]["overall"]["queries"] == 2 * len(CROP_VARIANTS)
+        # NCC only reorders the shortlist: nothing enters or leaves the top 10
+        for part in ("textured", "flat"):
+            before, after = result["regions"][part], result["verified"][part]
+            assert [m["hit@10"] for m in before["per_kind"].values()] == [
+                m["hit@10"] for m in after["per_kind"].values()
+            ]
+        assert set(result["query_ms"]) >= {"embed", "search", "verify_shortlist"}
