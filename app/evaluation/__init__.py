@@ -1,6 +1,6 @@
 """Retrieval quality: `picsearch eval` measures how well the vectors find what they should.
 
-Two measurements, both in memory with exact search: the vectors are L2-normalised, so ranking
+Three measurements, all in memory with exact search: the vectors are L2-normalised, so ranking
 by the dot product (numpy) is exactly what Milvus FLAT with metric COSINE returns; an
 approximate index (HNSW, IVF) can only rank the same or worse. Nothing is written to Milvus.
 
@@ -12,6 +12,10 @@ approximate index (HNSW, IVF) can only rank the same or worse. Nothing is writte
   grayscale, overlaid text, and all of crop + colour + text + JPEG at once; see
   `duplicates.TRANSFORM_NOTES`); a hit is the original ranked first (hit@1) or in the top 10
   (hit@10).
+* A folder of originals (`--crops`): the originals are indexed, and detail crops are cut from
+  a sample of them at their own scale (rectangles and circles 64-160 px across), each also
+  resized 0.5x and 2x, JPEG-recompressed and colour-shifted (`crops.CROP_NOTES`); a hit is the
+  crop's source ranked first (top-1) or in the top 10. Flat crops (sky, walls) are scored apart.
 
 Without `--compare` the service's configured recipe is measured through the service's own code
 path (`decode_image` + `Encoder.embed`). With `--compare` a grid of recipes (pooling x resize x

@@ -11,6 +11,7 @@ import typer
 
 from app.evaluation.options import EvalOptions
 from app.evaluation.recipes import POOLINGS, RESIZE_MODES
+from app.evaluation.regions import REGION_DESIGNS
 from app.evaluation.report import render_tables
 from app.evaluation.run import run_evaluation
 from app.measure.options import SettingsFlags
@@ -50,6 +51,33 @@ def register(cli: typer.Typer) -> None:
                 file_okay=False,
             ),
         ] = None,
+        crops: Annotated[
+            Path | None,
+            typer.Option(
+                "--crops",
+                help="Folder of originals: indexed, and detail crops cut from them (64-160 px, "
+                "rectangles and circles, also resized, recompressed, colour-shifted) search "
+                "for their source.",
+                exists=True,
+                file_okay=False,
+            ),
+        ] = None,
+        crop_queries: Annotated[
+            int,
+            typer.Option(
+                "--crop-queries",
+                min=0,
+                help="--crops: crops cut, each queried in every variant (0: one per original).",
+            ),
+        ] = 60,
+        regions: Annotated[
+            str,
+            typer.Option(
+                "--regions",
+                help="--crops: also prototype region designs, comma-separated: fmap, windows "
+                "(many vectors per image, best region per image, NCC-verified top 5).",
+            ),
+        ] = "",
         model: Annotated[
             str | None, typer.Option("--model", help="vgg16 or mobilenet_v2 (PICSEARCH_MODEL).")
         ] = None,
@@ -101,15 +129,16 @@ def register(cli: typer.Typer) -> None:
             Path | None,
             typer.Option(
                 "--cache",
-                help="--compare: keep vectors and generated queries in this folder and reuse "
-                "them on the next run.",
+                help="Keep generated queries (and with --compare, vectors) in this folder and "
+                "reuse them on the next run.",
                 file_okay=False,
             ),
         ] = None,
         as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     ) -> None:
         """Measure retrieval quality: mAP@k, precision@1/@10, recall@k on a labelled folder;
-        near-duplicate hit@1/@10 per transform on a folder of originals."""
+        near-duplicate hit@1/@10 per transform on a folder of originals; crop top-1/top-10
+        per kind on a folder of originals (--crops)."""
         from rich.console import Console
         from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -158,6 +187,9 @@ def register(cli: typer.Typer) -> None:
                 poolings=csv(pooling, POOLINGS, "--pooling"),
                 whiten=whiten,
                 cache=cache,
+                crops=crops,
+                crop_queries=crop_queries,
+                regions=csv(regions, list(REGION_DESIGNS), "--regions") if regions else (),
                 progress=progress,
             )
             report = _rounded(run_evaluation(settings, options))

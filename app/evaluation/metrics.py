@@ -1,5 +1,5 @@
 """Scoring rankings: mAP@k, precision@n and recall@k over a labelled set, hit@n of
-near-duplicate queries, all by exact inner-product search in memory.
+near-duplicate and crop queries, all by exact inner-product search in memory.
 """
 
 from __future__ import annotations
@@ -118,14 +118,12 @@ def evaluate_labelled(
     }
 
 
-def evaluate_near_duplicates(
-    database: np.ndarray, queries: np.ndarray, targets: Sequence[int], transforms: Sequence[str]
-) -> dict[str, Any]:
-    """hit@n: the query's original (`targets[q]`, a database index) is among the first n."""
-    ranked = top_k(queries, database, max(HIT_AT))
+def hit_rates(ranked: np.ndarray, targets: Sequence[int], kinds: Sequence[str]) -> dict[str, Any]:
+    """hit@n of a ranking (Q, >= max(HIT_AT)) of database indices: `targets[q]` among the
+    first n; overall and per kind (in order of first appearance)."""
     target = np.asarray(targets, dtype=np.int64)[:, None]
     hits = {n: (ranked[:, :n] == target).any(axis=1) for n in HIT_AT}
-    kinds = np.asarray(transforms)
+    kind_arr = np.asarray(kinds)
 
     def summary(mask: np.ndarray) -> dict[str, Any]:
         out: dict[str, Any] = {"queries": int(mask.sum())}
@@ -134,7 +132,47 @@ def evaluate_near_duplicates(
         return out
 
     return {
-        "indexed": int(database.shape[0]),
         "overall": summary(np.ones(len(target), dtype=bool)),
-        "per_transform": {t: summary(kinds == t) for t in dict.fromkeys(transforms)},
+        "per_kind": {t: summary(kind_arr == t) for t in dict.fromkeys(kinds)},
     }
+
+
+def evaluate_near_duplicates(
+    database: np.ndarray, queries: np.ndarray, targets: Sequence[int], transforms: Sequence[str]
+) -> dict[str, Any]:
+    """hit@n: the query's original (`targets[q]`, a database index) is among the first n."""
+    rates = hit_rates(top_k(queries, database, max(HIT_AT)), targets, transforms)
+    return {
+        "indexed": int(database.shape[0]),
+        "overall": rates["overall"],
+        "per_transform": rates["per_kind"],
+    }
+
+
+def evaluate_crops(
+    ranked: np.ndarray,
+    indexed: int,
+    targets: Sequence[int],
+    kinds: Sequence[str],
+    flat: Sequence[bool],
+    order: Sequence[str] = (),
+) -> dict[str, Any]:
+    """hit@n of crop queries (the crop's original among the first n of `ranked`, a (Q, >= 10)
+    array of database indices), textured and flat crops apart: no method can place a crop of
+    blue sky, so those would only blur the figure that matters. Kinds listed in `order` come
+    first, in that order."""
+    flat_arr = np.asarray(flat, dtype=bool)
+    out: dict[str, Any] = {"indexed": indexed}
+    for name, mask in (("textured", ~flat_arr), ("flat", flat_arr)):
+        rows = [int(i) for i in np.nonzero(mask)[0]]
+        out[name] = hit_rates(
+            ranked[rows].reshape(len(rows), ranked.shape[1]),
+            [targets[i] for i in rows],
+            [kinds[i] for i in rows],
+        )
+        rank = {kind: i for i, kind in enumerate(order)}
+        per_kind = out[name]["per_kind"]
+        out[name]["per_kind"] = dict(
+            sorted(per_kind.items(), key=lambda item: rank.get(item[0], len(rank)))
+        )
+    return out

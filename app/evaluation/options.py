@@ -22,4 +22,7 @@ class EvalOptions:
     poolings: tuple[str, ...] = POOLINGS
     whiten: int = 128  # PCA-whitening dimension for --compare; 0: off
     cache: Path | None = None  # --compare: keep vectors (and generated queries) here
+    crops: Path | None = None  # originals to cut crop queries from
+    crop_queries: int = 60  # crops cut (each in every variant); 0: one per original
+    regions: tuple[str, ...] = ()  # --crops: region designs to prototype (regions.REGION_DESIGNS)
     progress: Callable[[str, int], Callable[[int], None]] | None = None

@@ -11,12 +11,20 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from app.evaluation.cache import cached_embedding, files_key
+from app.evaluation.crops import CROP_KINDS, CROP_NOTES, CROP_VERSION, CropQuery, make_crop_queries
 from app.evaluation.datasets import list_images, list_labelled, sample
 from app.evaluation.duplicates import DUP_TRANSFORMS, QUERY_VERSION, TRANSFORM_NOTES, make_queries
 from app.evaluation.embedding import Embedded, embed_grid, embed_service
-from app.evaluation.metrics import evaluate_labelled, evaluate_near_duplicates
+from app.evaluation.metrics import (
+    HIT_AT,
+    evaluate_crops,
+    evaluate_labelled,
+    evaluate_near_duplicates,
+    top_k,
+)
 from app.evaluation.options import EvalOptions
 from app.evaluation.recipes import RESIZE_MODES, Prep, Recipe, current_recipe, seed_recipe
+from app.evaluation.regions import evaluate_design
 from app.evaluation.whitening import Whitening
 
 if TYPE_CHECKING:
@@ -24,6 +32,7 @@ if TYPE_CHECKING:
 
 
 SAMPLE_SEED = 7
+CROP_SEED = 16
 WHITEN_CANDIDATES = 4
 
 
@@ -48,10 +57,15 @@ def _score(row: dict[str, Any], k: int) -> tuple[float, float]:
 
 def run_evaluation(settings: Settings, options: EvalOptions) -> dict[str, Any]:
     """Embed, search and score; returns the report (see `picsearch eval --json`)."""
+    with tempfile.TemporaryDirectory(prefix="picsearch-eval-") as scratch:
+        return _evaluate(settings, options, Path(scratch))
+
+
+def _evaluate(settings: Settings, options: EvalOptions, scratch: Path) -> dict[str, Any]:
     from app.ml.encoder import Encoder
 
-    if options.labelled is None and options.originals is None:
-        raise typer.BadParameter("give --labelled DIR and/or --originals DIR")
+    if options.labelled is None and options.originals is None and options.crops is None:
+        raise typer.BadParameter("give --labelled DIR, --originals DIR and/or --crops DIR")
     encoder = Encoder(settings)
     current, seed = current_recipe(settings), seed_recipe()
     preps, poolings = _grid(settings, options)
@@ -114,15 +128,14 @@ def run_evaluation(settings: Settings, options: EvalOptions) -> dict[str, Any]:
 
     if options.originals is not None:
         originals = sample(list_images(options.originals), options.limit, SAMPLE_SEED)
-        with tempfile.TemporaryDirectory(prefix="picsearch-eval-") as tmp:
-            db = embed(originals, "originals")
-            sources = sample(db.ok, options.dup_queries or None, SAMPLE_SEED + 1)
-            chosen = [originals[i] for i in sources]
-            query_dir = Path(tmp)
-            if options.cache is not None:  # same queries (same files) next time
-                query_dir = options.cache / f"queries-{files_key(chosen, [QUERY_VERSION])}"
-            made = make_queries(chosen, query_dir)
-            qemb = embed([q for q, _, _ in made], "near-duplicate queries")
+        db = embed(originals, "originals")
+        sources = sample(db.ok, options.dup_queries or None, SAMPLE_SEED + 1)
+        chosen = [originals[i] for i in sources]
+        query_dir = scratch / "near-duplicates"
+        if options.cache is not None:  # same queries (same files) next time
+            query_dir = options.cache / f"queries-{files_key(chosen, [QUERY_VERSION])}"
+        made = make_queries(chosen, query_dir)
+        qemb = embed([q for q, _, _ in made], "near-duplicate queries")
         position = {orig: row for row, orig in enumerate(db.ok)}
         targets = [position[sources[made[i][1]]] for i in qemb.ok]
         kinds = [made[i][2] for i in qemb.ok]
@@ -139,6 +152,56 @@ def run_evaluation(settings: Settings, options: EvalOptions) -> dict[str, Any]:
             "transforms": {t: TRANSFORM_NOTES[t] for t in DUP_TRANSFORMS},
             "failed": {**db.failed, **qemb.failed},
         }
+
+    crop_data: tuple[Embedded, Embedded, list[int], list[CropQuery]] | None = None
+    if options.crops is not None:
+        crop_originals = sample(list_images(options.crops), options.limit, SAMPLE_SEED)
+        reuse = dup_data is not None and crop_originals == originals
+        cdb = (
+            dup_data[0]
+            if dup_data is not None and reuse
+            else embed(crop_originals, "crop originals")
+        )
+        crop_sources = sample(cdb.ok, options.crop_queries or None, SAMPLE_SEED + 2)
+        count = options.crop_queries or len(crop_sources)
+        crop_dir = scratch / "crops"
+        if options.cache is not None:  # same crop files next time
+            chosen = [crop_originals[i] for i in crop_sources]
+            crop_dir = (
+                options.cache / f"crops-{files_key(chosen, [CROP_VERSION, CROP_SEED, count])}"
+            )
+        cut = make_crop_queries(crop_originals, crop_sources, count, crop_dir, CROP_SEED)
+        cq = embed([q.path for q in cut], "crop queries")
+        row_of = {orig: row for row, orig in enumerate(cdb.ok)}
+        crop_data = (cdb, cq, [row_of[cut[i].source] for i in cq.ok], [cut[i] for i in cq.ok])
+        counted += len(cq.ok) + (0 if reuse else len(cdb.ok))
+        for part in (cq,) if reuse else (cdb, cq):
+            for prep, s in part.seconds.items():
+                seconds[prep] += s
+        report["crops"] = {
+            "path": str(options.crops),
+            "indexed": len(cdb.ok),
+            "crops": count,
+            "queries": len(cq.ok),
+            "flat_queries": sum(q.box.flat for q in crop_data[3]),
+            "seed": CROP_SEED,
+            "kinds": CROP_NOTES,
+            "failed": {**({} if reuse else cdb.failed), **cq.failed},
+        }
+        if options.regions:
+            cdb_, _, crop_targets, crop_list = crop_data
+            report["regions"] = {
+                design: evaluate_design(
+                    encoder,
+                    crop_originals,
+                    cdb_.ok,
+                    crop_list,
+                    crop_targets,
+                    design,
+                    options.progress,
+                )
+                for design in options.regions
+            }
 
     def evaluate(recipe: Recipe) -> dict[str, Any]:
         row: dict[str, Any] = {
@@ -164,6 +227,20 @@ def run_evaluation(settings: Settings, options: EvalOptions) -> dict[str, Any]:
                 w = Whitening.learn(dbv, recipe.whiten)
                 dbv, qv = w.apply(dbv), w.apply(qv)
             row["near_duplicates"] = evaluate_near_duplicates(dbv, qv, targets, kinds)
+        if crop_data is not None:
+            cdb, cq, ctargets, cqueries = crop_data
+            dbv, qv = cdb.vectors[recipe.base], cq.vectors[recipe.base]
+            if recipe.whiten:
+                w = Whitening.learn(dbv, recipe.whiten)
+                dbv, qv = w.apply(dbv), w.apply(qv)
+            row["crops"] = evaluate_crops(
+                top_k(qv, dbv, max(HIT_AT)),
+                len(dbv),
+                ctargets,
+                [q.kind for q in cqueries],
+                [q.box.flat for q in cqueries],
+                CROP_KINDS,
+            )
         return row
 
     if not options.compare:
