@@ -128,6 +128,10 @@ def register(cli: typer.Typer) -> None:
         from app.core.errors import PicsearchError
 
         err = Console(stderr=True)
+        if check and index_only:
+            raise typer.BadParameter(
+                "--check compares ingest with the naive reference: not with --index-only"
+            )
         opts = BenchOptions(
             images=images,
             count=count,

@@ -39,7 +39,7 @@ def median_dict(runs: Sequence[dict[str, float]]) -> dict[str, float]:
     return {key: statistics.median(run[key] for run in runs) for key in runs[0]}
 
 
-def machine(batch: Encoder, query: Encoder) -> dict[str, Any]:
+def machine(batch: Encoder | None, query: Encoder) -> dict[str, Any]:
     """The CPU (model and flags), GPU if used, and how each encoder runs the model here,
     with every CPU runtime measured and why the chosen ones won."""
     import torch
@@ -47,16 +47,18 @@ def machine(batch: Encoder, query: Encoder) -> dict[str, Any]:
     from app.ml.cpu import cpu_info
 
     found: dict[str, Any] = {"cpu": cpu_info().describe(), "torch": torch.__version__}
-    if batch.device.type == "cuda":
-        found["gpu"] = torch.cuda.get_device_name(batch.device)
-    purposes: tuple[tuple[Purpose, Encoder], ...] = (("batch", batch), ("query", query))
+    if query.device.type == "cuda":
+        found["gpu"] = torch.cuda.get_device_name(query.device)
+    purposes: list[tuple[Purpose, Encoder]] = [("query", query)]
+    if batch is not None:  # index mode embeds queries only
+        purposes.insert(0, ("batch", batch))
     for purpose, encoder in purposes:
         report = encoder.runtime_report
         found[f"{purpose}_runtime"] = f"{encoder.info.runtime} {encoder.info.precision}"
         if report is not None:
             found[f"{purpose}_runtime"] += f", batch {encoder.micro_batch}"
             found[f"{purpose}_reason"] = report.reason(purpose)
-    report = batch.runtime_report or query.runtime_report
+    report = (batch and batch.runtime_report) or query.runtime_report
     if report is not None:
         found["cpu_runtime_trials"] = [
             {**asdict(trial), "name": trial.name} for trial in report.trials

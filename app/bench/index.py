@@ -135,7 +135,7 @@ def bench_index(
                 )
     return {
         "mode": "index",
-        "machine": machine(encoder, encoder),
+        "machine": machine(None, encoder),
         "config": {
             "model": settings.model,
             "dim": encoder.info.dim,

@@ -17,6 +17,8 @@ def describe_machine(found: dict[str, Any]) -> str:
     if "gpu" in found:
         lines.append(f"GPU: {found['gpu']}")
     for purpose in ("batch", "query"):
+        if f"{purpose}_runtime" not in found:
+            continue
         why = found.get(f"{purpose}_reason")
         lines.append(
             f"{purpose} runtime: {found[f'{purpose}_runtime']}" + (f" ({why})" if why else "")

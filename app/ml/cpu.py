@@ -20,8 +20,16 @@ NOTABLE_FLAGS = (
     "avx_vnni",
 )
 # Environment variables that restrict the kernels torch/oneDNN may use (e.g. to check how
-# a path behaves on an AVX2-only CPU); a measurement is only valid under the same values.
-ISA_ENVIRONMENT = ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY", "DNNL_MAX_CPU_ISA")
+# a path behaves on an AVX2-only CPU) or change how their threads wait (the launcher starts
+# the API with OMP_WAIT_POLICY=PASSIVE); a measurement is only valid under the same values.
+ISA_ENVIRONMENT = (
+    "ONEDNN_MAX_CPU_ISA",
+    "DNNL_MAX_CPU_ISA",
+    "ATEN_CPU_CAPABILITY",
+    "OMP_WAIT_POLICY",
+    "OMP_NUM_THREADS",
+    "KMP_BLOCKTIME",
+)
 
 
 @dataclass(frozen=True)

@@ -246,10 +246,15 @@ class Encoder:
             chosen = self.runtime_report.chosen(purpose)
             self.dtype = chosen.dtype
             self.micro_batch = chosen.micro_batch
-            self._model = build_runtime(
-                spec, Candidate(chosen.runtime, self.dtype, chosen.micro_batch)
-            )
             runtime = chosen.runtime
+            try:
+                self._model = build_runtime(
+                    spec, Candidate(chosen.runtime, self.dtype, chosen.micro_batch)
+                )
+            except Exception as exc:  # e.g. a cached choice whose library broke since
+                log.warning("CPU runtime %s failed (%s); using eager fp32", chosen.name, exc)
+                self.dtype, runtime = torch.float32, "eager"
+                self._model = lower_precision(self.trunk, self.dtype)
             log.info("CPU runtime for %s: %s", purpose, self.runtime_report.reason(purpose))
         self._forward: TrunkFn = self._model
         if compile:

@@ -12,23 +12,28 @@ import threading
 from app.core.config import Settings
 from app.core.errors import CollectionMismatch, CollectionNotFound, ConflictError
 from app.core.vectorstore import CollectionMeta, MilvusConnection, VectorStore
-from app.ml.encoder import BACKBONES, Encoder, recipe_id, resolve_weights
+from app.ml.encoder import BACKBONES, Encoder, build_backbone, recipe_id, resolve_weights
 from app.ml.runtime_choice import Purpose
 
 EncoderKey = tuple[str, str, str, int]
 
 
-def meta_for(encoder: Encoder, settings: Settings) -> CollectionMeta:
-    """The metadata recorded on a collection filled by `encoder`."""
+def collection_meta(settings: Settings, weights_id: str) -> CollectionMeta:
+    """The metadata recorded on a collection filled by `settings`' encoder."""
     return CollectionMeta(
-        model=encoder.info.model,
-        weights_id=encoder.info.weights_id,
-        dim=encoder.info.dim,
-        recipe=encoder.info.recipe,
+        model=settings.model,
+        weights_id=weights_id,
+        dim=BACKBONES[settings.model].dim,
+        recipe=recipe_id(settings),
         weights_source=settings.weights,
         pooling=settings.pooling,
         image_size=settings.image_size,
     )
+
+
+def meta_for(encoder: Encoder, settings: Settings) -> CollectionMeta:
+    """The metadata recorded on a collection filled by `encoder` (built from `settings`)."""
+    return collection_meta(settings, encoder.info.weights_id)
 
 
 def _key(settings: Settings) -> EncoderKey:
@@ -84,21 +89,15 @@ class EncoderRegistry:
 
     def meta(self, settings: Settings) -> CollectionMeta:
         """The metadata a collection filled with `settings`' encoder records, without
-        building that encoder when it is not built yet (only its weights are hashed)."""
+        building that encoder when it is not built yet: its weights are hashed and fitted
+        to the model (ConfigurationError when they do not fit), nothing is timed."""
         with self._lock:
             built = self._encoders.get(_key(settings))
         if built is not None:
             return meta_for(built, settings)
-        _, weights_id = resolve_weights(settings)
-        return CollectionMeta(
-            model=settings.model,
-            weights_id=weights_id,
-            dim=BACKBONES[settings.model].dim,
-            recipe=recipe_id(settings),
-            weights_source=settings.weights,
-            pooling=settings.pooling,
-            image_size=settings.image_size,
-        )
+        state, weights_id = resolve_weights(settings)
+        build_backbone(settings.model, state)
+        return collection_meta(settings, weights_id)
 
     def for_collection(self, meta: CollectionMeta) -> Encoder:
         """The encoder that produced `meta`'s vectors; refuses if its weights changed."""

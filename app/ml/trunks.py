@@ -8,8 +8,11 @@ h, w) feature map; which one runs is chosen by measurement (`app.ml.runtime_choi
 from __future__ import annotations
 
 import copy
+import functools
 import importlib.util
 import logging
+import os
+import uuid
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -154,8 +157,17 @@ def has_grouped_convs(trunk: nn.Module) -> bool:
     return any(isinstance(m, nn.Conv2d) and m.groups > 1 for m in trunk.modules())
 
 
+@functools.cache
 def openvino_available() -> bool:
-    return importlib.util.find_spec("openvino") is not None
+    """Whether OpenVINO imports here (an install that is present but broken counts as absent)."""
+    if importlib.util.find_spec("openvino") is None:
+        return False
+    try:
+        import openvino  # noqa: F401
+    except Exception as exc:  # a broken install raises anything from ImportError to OSError
+        log.warning("OpenVINO is installed but does not import: %s", exc)
+        return False
+    return True
 
 
 def openvino_version() -> str | None:
@@ -216,7 +228,8 @@ def openvino_trunk(
                 input=[(-1, 3, image_size, image_size)],
             )
         model_file.parent.mkdir(parents=True, exist_ok=True)
-        partial = model_file.with_suffix(".partial.xml")
+        # a name of its own: another process or thread may convert the same model meanwhile
+        partial = model_file.with_suffix(f".{os.getpid()}-{uuid.uuid4().hex[:8]}.xml")
         ov.save_model(model, partial, compress_to_fp16=False)  # keep the fp32 weights exact
         partial.with_suffix(".bin").replace(model_file.with_suffix(".bin"))
         partial.replace(model_file)

@@ -151,3 +151,21 @@ def test_cpu_description_names_model_and_flags(monkeypatch: pytest.MonkeyPatch) 
     assert not info.native_bf16
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
     assert info.describe().endswith("avx2 fma, ONEDNN_MAX_CPU_ISA=AVX2)")
+
+
+def test_an_unwritable_cache_dir_measures_without_caching(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    spec = spec_for(tmp_path, runtimes=("eager",), dtypes=(torch.float32,))
+    spec = TrunkSpec(**{**spec.__dict__, "cache_dir": blocker / "cache"})
+    report = choose(spec, AVX2_ONLY, ranked({("eager", 4): 2.0}))
+    assert not report.cached and report.batch.micro_batch == 4
+
+
+def test_a_cached_reason_does_not_list_the_winner_as_its_rival(tmp_path: Path) -> None:
+    spec = spec_for(tmp_path, runtimes=("eager", "onednn-prepacked"), dtypes=(torch.float32,))
+    timer = ranked({("eager", 1): 9.0, ("onednn-prepacked", 1): 3.0})
+    first = choose(spec, AVX2_ONLY, timer)
+    again = choose(spec, AVX2_ONLY, timer)
+    assert again.cached and again.reason("query") == first.reason("query")
+    assert first.reason("query").count("eager-fp32") == 1

@@ -26,7 +26,6 @@ from app.core.errors import (
     ConfigurationError,
     ConfirmationRequired,
     ConflictError,
-    PicsearchError,
 )
 from app.core.jobs import JobState
 from app.core.vectorstore import VectorStore
@@ -172,8 +171,8 @@ def create_collection(body: CollectionCreate, services: ServicesDep) -> Collecti
 def _build_quietly(services: Services, settings: Settings) -> None:
     try:
         services.encoders.get(settings)
-    except PicsearchError as exc:  # the first search in the collection reports it
-        log.warning("building the %s encoder failed: %s", settings.model, exc.message)
+    except Exception:  # a thread's error has no caller: log it; the first search reports it
+        log.exception("building the %s encoder failed", settings.model)
 
 
 @router.delete("/collections/{name}", dependencies=[ApiKeyDep], summary="Drop a collection")
