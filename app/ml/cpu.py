@@ -44,9 +44,15 @@ class CpuInfo:
 
     @property
     def native_bf16(self) -> bool:
-        """Whether the CPU computes bf16 in hardware (AVX512-BF16 or AMX-BF16); elsewhere
-        oneDNN emulates bf16, which is slower than fp32."""
-        return bool(self.flags & {"avx512_bf16", "amx_bf16"})
+        """Whether the CPU computes bf16 in hardware (AVX512-BF16 or AMX-BF16) and oneDNN may
+        use it (ONEDNN_MAX_CPU_ISA=AVX2 forbids it); elsewhere bf16 is emulated, slower than
+        fp32, or refused."""
+        limit = os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or ""
+        limit = limit.upper()
+        allowed = limit in ("", "ALL", "DEFAULT") or any(
+            part in limit for part in ("BF16", "AMX", "FP16", "AVX10")
+        )
+        return allowed and bool(self.flags & {"avx512_bf16", "amx_bf16"})
 
     @property
     def isa_restrictions(self) -> dict[str, str]:

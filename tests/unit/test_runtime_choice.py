@@ -85,7 +85,11 @@ def test_the_fastest_accepted_runtime_wins_per_purpose(tmp_path: Path) -> None:
     assert report.reason("batch").startswith("fastest accepted at batch 4: openvino-fp32")
 
 
-def test_bf16_is_only_timed_where_the_cpu_has_it(tmp_path: Path) -> None:
+def test_bf16_is_only_timed_where_the_cpu_has_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ISA_ENVIRONMENT:  # WITH_BF16 stands for a CPU whose bf16 oneDNN may use
+        monkeypatch.delenv(name, raising=False)
     spec = spec_for(tmp_path, "mobilenet_v2", runtimes=("eager", "openvino"))
     without = measure(spec, AVX2_ONLY, ranked({}))
     bf16 = [t for t in without.trials if t.precision == "bfloat16"]
@@ -123,6 +127,8 @@ def test_a_runtime_that_breaks_is_refused_and_eager_kept(
 def test_the_choice_is_cached_by_cpu_and_settings(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    for name in ISA_ENVIRONMENT:  # the suite may itself run under ONEDNN_MAX_CPU_ISA=AVX2
+        monkeypatch.delenv(name, raising=False)
     spec = spec_for(tmp_path, runtimes=("eager",), dtypes=(torch.float32,))
     first = choose(spec, AVX2_ONLY, ranked({("eager", 4): 2.0}))
     assert not first.cached
@@ -149,8 +155,11 @@ def test_cpu_description_names_model_and_flags(monkeypatch: pytest.MonkeyPatch) 
     info = parse_cpuinfo(text, logical_cpus=2)
     assert info.describe() == "AMD EPYC 7B13 64-Core Processor (2 CPUs; avx2 fma)"
     assert not info.native_bf16
+    with_bf16 = parse_cpuinfo(text.replace("avx2 fma", "avx2 fma avx512_bf16"), 2)
+    assert with_bf16.native_bf16
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
     assert info.describe().endswith("avx2 fma, ONEDNN_MAX_CPU_ISA=AVX2)")
+    assert not with_bf16.native_bf16  # oneDNN may not use AVX512-BF16 below that limit
 
 
 def test_an_unwritable_cache_dir_measures_without_caching(tmp_path: Path) -> None:
