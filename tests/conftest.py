@@ -11,6 +11,7 @@ import socket
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ import httpx
 import pytest
 
 from app.core.config import Settings
-from app.launcher import Stack
+from app.launcher import Stack, api_argv, spawn, wait_for_http
 
 ARTIFACTS = Path(os.environ.get("PICSEARCH_TEST_ARTIFACTS", "test-artifacts")).resolve()
 EXTERNAL_MILVUS = os.environ.get("PICSEARCH_TEST_MILVUS_URI")
@@ -93,6 +94,22 @@ class RunningStack:
 
     def restart_worker(self, name: str = "worker") -> None:
         self.stack.start_worker(name)
+
+    @contextmanager
+    def extra_api(self, name: str, **env: str) -> Iterator[str]:
+        """Another API process on this stack's Redis, Milvus and worker, with `env` changed;
+        yields its URL once it is ready."""
+        env = dict(self.env, PICSEARCH_PORT=str(free_port()), **env)
+        settings = settings_from_env(env)
+        log_dir = self.data_dir / "logs"
+        proc = spawn(name, api_argv(settings), env, log_dir)
+        url = f"http://127.0.0.1:{settings.port}"
+        try:
+            # generous: its first start may measure the CPU runtimes; fails at once if it exits
+            wait_for_http(proc, f"{url}/readyz", 900, log_dir)
+            yield url
+        finally:
+            proc.stop()
 
     def wait_job(self, job_id: str, timeout: float = 300, poll: float = 0.3) -> dict[str, Any]:
         deadline = time.monotonic() + timeout

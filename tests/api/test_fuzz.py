@@ -14,8 +14,7 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import positive_data_acceptance
 
-from app.launcher import api_argv, spawn, wait_for_http
-from tests.conftest import RunningStack, free_port, settings_from_env
+from tests.conftest import RunningStack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 # Operations where schema-valid input may still be refused on purpose: an upload whose bytes
@@ -35,21 +34,10 @@ REFUSES_VALID_INPUT = {
 @pytest.fixture(scope="module")
 def fuzz_api(stack: RunningStack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     empty_root = tmp_path_factory.mktemp("fuzz-root")
-    env = dict(stack.env)
-    env.update(
-        PICSEARCH_PORT=str(free_port()),
-        PICSEARCH_COLLECTION="fuzz",
-        PICSEARCH_IMAGE_ROOTS=str(empty_root),
-    )
-    fuzz_settings = settings_from_env(env)
-    log_dir = stack.data_dir / "logs"
-    proc = spawn("api-fuzz", api_argv(fuzz_settings), env, log_dir)
-    url = f"http://127.0.0.1:{fuzz_settings.port}"
-    try:
-        wait_for_http(proc, f"{url}/readyz", 900, log_dir)
+    with stack.extra_api(
+        "api-fuzz", PICSEARCH_COLLECTION="fuzz", PICSEARCH_IMAGE_ROOTS=str(empty_root)
+    ) as url:
         yield url
-    finally:
-        proc.stop()
 
 
 def fuzzer(operation: Any, base_url: str, excluded: list[Any]) -> Callable[[], None]:

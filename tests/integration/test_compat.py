@@ -21,9 +21,8 @@ from PIL import Image
 from pydantic import SecretStr
 
 from app.core.vectorstore import image_id
-from app.launcher import api_argv, spawn, wait_for_http
 from app.main import create_app
-from tests.conftest import RunningStack, free_port, settings_from_env
+from tests.conftest import RunningStack
 from tests.imagegen import distinct_image, jpeg_bytes, write_distinct_set
 
 pytestmark = pytest.mark.e2e
@@ -34,16 +33,8 @@ KEY = "compat key 42"
 
 @pytest.fixture(scope="module")
 def api(stack: RunningStack) -> Iterator[str]:
-    env = dict(stack.env, PICSEARCH_PORT=str(free_port()), PICSEARCH_COLLECTION="compat")
-    settings = settings_from_env(env)
-    log_dir = stack.data_dir / "logs"
-    proc = spawn("api-compat", api_argv(settings), env, log_dir)
-    url = f"http://127.0.0.1:{settings.port}"
-    try:
-        wait_for_http(proc, f"{url}/readyz", 180, log_dir)
+    with stack.extra_api("api-compat", PICSEARCH_COLLECTION="compat") as url:
         yield url
-    finally:
-        proc.stop()
 
 
 @pytest.fixture
