@@ -167,7 +167,7 @@ class TrunkSpec:
 
 
 def build_runtime(spec: TrunkSpec, candidate: Candidate) -> TrunkFn:
-    """The trunk as `candidate` runs it (raises RuntimeError/ValueError when it cannot)."""
+    """The trunk as `candidate` runs it; raises (any exception) when it cannot run here."""
     if candidate.runtime == "eager":
         return trunks.lower_precision(spec.trunk, candidate.dtype)
     if candidate.runtime == "onednn-prepacked":
@@ -192,7 +192,7 @@ def candidates(spec: TrunkSpec, cpu: CpuInfo) -> tuple[list[Candidate], list[Tri
         for runtime in spec.runtimes:
             note = ""
             if dtype == torch.bfloat16 and not cpu.native_bf16 and torch.float32 in spec.dtypes:
-                note = "no hardware bf16 on this CPU (emulated bf16 is slower than fp32)"
+                note = "no hardware bf16 that oneDNN may use here (emulated: slower than fp32)"
             elif runtime == "onednn-prepacked" and not trunks.can_pack():
                 note = "this torch build has no prepacked oneDNN convolutions"
             elif runtime == "openvino" and not trunks.openvino_available():
