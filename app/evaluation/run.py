@@ -28,12 +28,22 @@ from app.evaluation.regions import evaluate_design
 from app.evaluation.whitening import Whitening
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from app.core.config import Settings
 
 
 SAMPLE_SEED = 7
 CROP_SEED = 16
 WHITEN_CANDIDATES = 4
+
+
+def _whitened(db: np.ndarray, queries: np.ndarray, dims: int) -> tuple[np.ndarray, np.ndarray]:
+    """Both sets whitened as learnt on `db` (`dims` components), or as they are when 0."""
+    if not dims:
+        return db, queries
+    whitening = Whitening.learn(db, dims)
+    return whitening.apply(db), whitening.apply(queries)
 
 
 def _grid(settings: Settings, options: EvalOptions) -> tuple[list[Prep], list[str]]:
@@ -222,17 +232,11 @@ def _evaluate(settings: Settings, options: EvalOptions, scratch: Path) -> dict[s
             row["labelled"] = evaluate_labelled(vec, labels, k)
         if dup_data is not None:
             db, qemb, targets, kinds = dup_data
-            dbv, qv = db.vectors[recipe.base], qemb.vectors[recipe.base]
-            if recipe.whiten:
-                w = Whitening.learn(dbv, recipe.whiten)
-                dbv, qv = w.apply(dbv), w.apply(qv)
+            dbv, qv = _whitened(db.vectors[recipe.base], qemb.vectors[recipe.base], recipe.whiten)
             row["near_duplicates"] = evaluate_near_duplicates(dbv, qv, targets, kinds)
         if crop_data is not None:
             cdb, cq, ctargets, cqueries = crop_data
-            dbv, qv = cdb.vectors[recipe.base], cq.vectors[recipe.base]
-            if recipe.whiten:
-                w = Whitening.learn(dbv, recipe.whiten)
-                dbv, qv = w.apply(dbv), w.apply(qv)
+            dbv, qv = _whitened(cdb.vectors[recipe.base], cq.vectors[recipe.base], recipe.whiten)
             row["crops"] = evaluate_crops(
                 top_k(qv, dbv, max(HIT_AT)),
                 len(dbv),

@@ -31,10 +31,9 @@ from app.ml.runtime_choice import (
 )
 from app.ml.runtime_choice import choose as choose_runtime
 from app.ml.trunks import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
     TrunkFn,
     lower_precision,
+    pixel_normalisation,
     pool_features,
 )
 
@@ -260,9 +259,7 @@ class Encoder:
         if compile:
             self._forward = torch.compile(self._model, dynamic=False)
             runtime += "+compile"
-        shape = (1, 3, 1, 1)
-        self._mean = torch.tensor(IMAGENET_MEAN, device=self.device).view(shape) * 255
-        self._std = torch.tensor(IMAGENET_STD, device=self.device).view(shape) * 255
+        self._mean, self._std = pixel_normalisation(self.device)
         self._lock = threading.Lock()
         self._warned_precision = False
         self.info = EncoderInfo(

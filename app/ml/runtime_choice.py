@@ -218,8 +218,7 @@ def probe_batch(count: int, image_size: int) -> torch.Tensor:
     smooth = torch.nn.functional.interpolate(coarse, size=image_size, mode="bilinear")
     noise = torch.rand(count, 3, image_size, image_size, generator=generator) * 0.2
     x = (smooth * 0.8 + noise) * 255.0
-    mean = torch.tensor(trunks.IMAGENET_MEAN).view(1, 3, 1, 1) * 255
-    std = torch.tensor(trunks.IMAGENET_STD).view(1, 3, 1, 1) * 255
+    mean, std = trunks.pixel_normalisation()
     return ((x - mean) / std).contiguous(memory_format=torch.channels_last)
 
 

@@ -31,6 +31,14 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 TrunkFn = Callable[[torch.Tensor], torch.Tensor]
 
 
+def pixel_normalisation(device: torch.device | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """ImageNet's mean and std on the 0-255 pixel scale, shaped (1, 3, 1, 1): what every
+    runtime's input is normalised with, `(pixels - mean) / std`."""
+    mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1) * 255
+    std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1) * 255
+    return mean, std
+
+
 class CastConv2d(nn.Module):
     """`conv` computed in `dtype`: its parameters cast once, its input cast on every call."""
 
