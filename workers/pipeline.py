@@ -27,6 +27,7 @@ from app.core.vectorstore import MAX_PATH_BYTES, ImageRow, VectorStore, content_
 from app.ml.device_decode import decode_jpegs, gpu_decodable
 from app.ml.encoder import Encoder
 from app.ml.imageio import ImageDecodeError, decode_image, has_image_extension
+from app.ml.regions import Windows, embed_windows, region_windows
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -175,6 +176,7 @@ class Source:
 class Decoded:
     source: Source
     pixels: np.ndarray  # (S, S, 3) uint8
+    windows: Windows | None = None  # a collection with regions: the image's region windows
 
 
 @dataclass(frozen=True)
@@ -183,6 +185,7 @@ class Encoded:
 
     source: Source
     data: bytes
+    windows: Windows | None = None
 
 
 @dataclass
@@ -190,6 +193,7 @@ class Batch:
     sources: list[Source]
     pixels: np.ndarray | torch.Tensor  # (N, S, S, 3) uint8, on the CPU or the model's GPU
     errors: list[FileError]
+    windows: dict[str, Windows] = field(default_factory=dict)  # by image id (regions)
 
 
 def stat_file(path: str) -> FileInfo:
@@ -213,20 +217,21 @@ def read_file(info: FileInfo, settings: Settings) -> tuple[bytes, Source]:
     return data, Source(info, content_hash(data))
 
 
-def read_and_decode(info: FileInfo, settings: Settings) -> Decoded:
+def read_and_decode(info: FileInfo, settings: Settings, regions: bool = False) -> Decoded:
     """Read a file and decode it on the CPU; raise ImageDecodeError with a per-file reason."""
     data, source = read_file(info, settings)
     image = decode_image(data, size=settings.image_size, max_pixels=settings.max_image_pixels)
-    return Decoded(source, image.pixels)
+    return Decoded(source, image.pixels, region_windows(data, settings) if regions else None)
 
 
-def read_for_device(info: FileInfo, settings: Settings) -> Decoded | Encoded:
+def read_for_device(info: FileInfo, settings: Settings, regions: bool = False) -> Decoded | Encoded:
     """Read a file; plain JPEGs stay encoded for the GPU, the rest is decoded here."""
     data, source = read_file(info, settings)
+    windows = region_windows(data, settings) if regions else None
     if gpu_decodable(data, settings.max_image_pixels):
-        return Encoded(source, data)
+        return Encoded(source, data, windows)
     image = decode_image(data, size=settings.image_size, max_pixels=settings.max_image_pixels)
-    return Decoded(source, image.pixels)
+    return Decoded(source, image.pixels, windows)
 
 
 def ordered_map(
@@ -279,7 +284,7 @@ class ChunkRunner:
     # Seconds per stage, read by the benchmark and the metrics: the model waiting for
     # decoded images, the model itself, and the model waiting for the previous upsert.
     timings: dict[str, float] = field(
-        default_factory=lambda: {"decode_wait": 0.0, "embed": 0.0, "write": 0.0}
+        default_factory=lambda: {"decode_wait": 0.0, "embed": 0.0, "regions": 0.0, "write": 0.0}
     )
     batch_sizes: list[int] = field(default_factory=list)
     # Decode JPEGs on the model's device; None: on CUDA when settings.gpu_decode. (True on
@@ -320,17 +325,21 @@ class ChunkRunner:
                 counts.failed += len(batch.errors)
                 counts.processed += len(batch.errors)
                 rows: list[ImageRow] = []
+                windows: dict[str, tuple[np.ndarray, np.ndarray]] = {}
                 if batch.sources:
                     started = time.perf_counter()
                     vectors = self.encoder.embed(batch.pixels)
                     self.timings["embed"] += time.perf_counter() - started
                     self.batch_sizes.append(len(batch.sources))
                     rows = [self._row(s, v) for s, v in zip(batch.sources, vectors, strict=True)]
+                    started = time.perf_counter()
+                    windows = embed_windows(self.encoder, batch.windows)
+                    self.timings["regions"] += time.perf_counter() - started
                 if in_flight is not None and not self._landed(in_flight, counts, sink):
                     return counts  # cancelled before that upsert
                 in_flight = None
                 if rows:
-                    future = writer.submit(self._write, rows, sink)
+                    future = writer.submit(self._write, rows, windows, sink)
                     in_flight = _Write(future, len(rows), batch.errors)
                 else:
                     sink.update(counts, batch.errors)
@@ -340,11 +349,16 @@ class ChunkRunner:
                 self._landed(in_flight, counts, sink)
         return counts
 
-    def _write(self, rows: list[ImageRow], sink: ChunkSink) -> bool:
+    def _write(
+        self,
+        rows: list[ImageRow],
+        windows: dict[str, tuple[np.ndarray, np.ndarray]],
+        sink: ChunkSink,
+    ) -> bool:
         with sink.write_lock():
             if sink.cancelled():
                 return False
-            self.store.upsert(rows)
+            self.store.upsert(rows, windows)
         return True
 
     def _landed(self, write: _Write, counts: ChunkCounts, sink: ChunkSink) -> bool:
@@ -378,12 +392,13 @@ class ChunkRunner:
         size = self.settings.batch_size_for(self.encoder.device.type)
         threads = self.settings.effective_decode_threads
         gpu = self.decodes_on_device
+        regions = self.store.meta.regions
 
         def read(info: FileInfo) -> Decoded | Encoded | FileError:
             try:
                 if gpu:
-                    return read_for_device(info, self.settings)
-                return read_and_decode(info, self.settings)
+                    return read_for_device(info, self.settings, regions)
+                return read_and_decode(info, self.settings, regions)
             except ImageDecodeError as exc:
                 return FileError(path=info.path, reason=exc.reason)
 
@@ -405,7 +420,8 @@ class ChunkRunner:
             if decoded
             else np.zeros((0, size, size, 3), np.uint8)
         )
-        return Batch([d.source for d in decoded], pixels, errors)
+        windows = {d.source.info.id: d.windows for d in decoded if d.windows is not None}
+        return Batch([d.source for d in decoded], pixels, errors, windows)
 
     def _device_batch(self, group: list[Decoded | Encoded | FileError]) -> Batch:
         """Decode the batch's JPEGs on the GPU; what the GPU refuses is decoded on the CPU.
@@ -424,12 +440,18 @@ class ChunkRunner:
             except ImageDecodeError as exc:
                 errors.append(FileError(path=encoded[i].source.info.path, reason=exc.reason))
                 continue
-            on_cpu.append(Decoded(encoded[i].source, image.pixels))
+            on_cpu.append(Decoded(encoded[i].source, image.pixels, encoded[i].windows))
         if on_cpu:
             extra = np.stack([d.pixels for d in on_cpu])
             pixels = torch.cat([pixels, torch.from_numpy(extra).to(device)])
             sources += [d.source for d in on_cpu]
-        return Batch(sources, pixels, errors)
+        kept = {source.info.id for source in sources}
+        windows: dict[str, Windows] = {}
+        items: list[Encoded | Decoded] = [*encoded, *on_cpu]
+        for item in items:
+            if item.windows is not None and item.source.info.id in kept:
+                windows[item.source.info.id] = item.windows
+        return Batch(sources, pixels, errors, windows)
 
     def _row(self, source: Source, vector: np.ndarray) -> ImageRow:
         return ImageRow(

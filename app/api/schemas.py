@@ -45,10 +45,34 @@ class DuplicateImage(BaseModel):
     path: str
 
 
+class Match(BaseModel):
+    """Why a result matched: its whole image, or one region (window) of it."""
+
+    kind: Literal["image", "region"] = Field(
+        description="'image': the whole image is similar to the query; 'region': a window "
+        "of it is (a collection with regions), e.g. the photo the query was cropped from."
+    )
+    box: list[int] | None = Field(
+        default=None,
+        description="The matching window as [x, y, width, height] in the image's own "
+        "upright pixels (kind 'region').",
+    )
+    verified: bool | None = Field(
+        default=None,
+        description="kind 'region': true when the query's pixels were found in that part of "
+        "the image (normalised cross-correlation >= 0.9 over scales 0.5-2); such results "
+        "come first.",
+    )
+
+
 class SearchResult(BaseModel):
     id: str = Field(description="Stable image id (hash of the file's resolved path).")
     path: str
-    score: float = Field(description="Cosine similarity to the query, -1..1 (1 = identical).")
+    score: float = Field(
+        description="Cosine similarity to the query, -1..1 (1 = identical): of the whole "
+        "image, or of the matching window when `match.kind` is 'region'."
+    )
+    match: Match = Field(default_factory=lambda: Match(kind="image"))
     image_url: str
     thumbnail_url: str
     duplicates: list[DuplicateImage] = Field(
@@ -61,6 +85,11 @@ class SearchTimings(BaseModel):
     decode_ms: float
     embed_ms: float
     search_ms: float
+    regions_ms: float | None = Field(
+        default=None,
+        description="A collection with regions: embedding the query's region inputs, "
+        "searching the region vectors and verifying the best hits.",
+    )
 
 
 class SearchResponse(BaseModel):
@@ -101,6 +130,10 @@ class Stats(BaseModel):
     weights_id: str
     random_weights: bool = Field(description="True when vectors come from random weights.")
     recipe: str = Field(description="Preprocessing and pooling that produced the vectors.")
+    regions: bool = Field(description="Whether the collection keeps region vectors.")
+    region_count: int | None = Field(
+        default=None, description="Region vectors (windows), when it keeps them."
+    )
     device: str
     precision: str
     runtime: str = Field(description="How queries run the model: e.g. openvino, cuda-autocast.")
@@ -121,6 +154,7 @@ class CollectionInfo(BaseModel):
     weights_id: str
     random_weights: bool
     recipe: str
+    regions: bool = Field(description="Whether it keeps region vectors (crop search).")
 
 
 class CollectionList(BaseModel):
@@ -138,6 +172,12 @@ class CollectionCreate(BaseModel):
     )
     pooling: Literal["mac", "spoc", "gem"] | None = Field(
         default=None, description="Global pooling; the service's PICSEARCH_POOLING when omitted."
+    )
+    regions: bool | None = Field(
+        default=None,
+        description="Also keep region vectors, so searches find the photo a crop or detail "
+        "was cut from (about 200 more vectors and model passes per photo: loads are much "
+        "slower on a CPU). The service's PICSEARCH_REGIONS when omitted.",
     )
 
 

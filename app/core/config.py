@@ -124,6 +124,12 @@ class Settings(BaseSettings):
     precision: Precision = "auto"
     pooling: Pooling = "gem"
     image_size: int = Field(default=224, ge=32, le=1024)
+    regions: bool = Field(
+        default=False,
+        description="Give the default collection region vectors (square windows of 96 and "
+        "192 px, each embedded), so a search also finds the photo a crop or detail was cut "
+        "from. Costs about 200 extra vectors and forward passes per photo: see docs/crops.md.",
+    )
     torch_threads: int | None = Field(default=None, ge=1)
     cpu_runtime: CpuRuntime = Field(
         default="auto",

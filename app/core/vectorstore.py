@@ -24,6 +24,7 @@ from app.core.errors import (
     NotFoundError,
     ServiceUnavailable,
 )
+from app.core.regionstore import RegionStore
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +91,8 @@ class CollectionMeta:
     weights_source: str = field(default="", compare=False)
     pooling: str = field(default="gem", compare=False)
     image_size: int = field(default=224, compare=False)
+    # Region rows beside the global ones (partial-copy search): a collection has them or not.
+    regions: bool = False
 
     def to_json(self) -> str:
         return json.dumps(self.__dict__, sort_keys=True)
@@ -100,7 +103,10 @@ class CollectionMeta:
         return cls(**{k: v for k, v in json.loads(raw).items() if k in known})
 
     def describe(self) -> str:
-        return f"model={self.model} weights={self.weights_id} dim={self.dim} recipe={self.recipe}"
+        described = (
+            f"model={self.model} weights={self.weights_id} dim={self.dim} recipe={self.recipe}"
+        )
+        return described + (" regions=on" if self.regions else "")
 
 
 def _stored(row: dict[str, Any]) -> StoredImage:
@@ -223,6 +229,9 @@ class VectorStore:
         self.meta = meta
         self.conn = connection or MilvusConnection(settings)
         self._ready_generation = -1
+        self.regions = (
+            RegionStore(settings, self.name, meta.dim, self.conn) if meta.regions else None
+        )
 
     def reset(self) -> None:
         self.conn.reset()
@@ -296,6 +305,8 @@ class VectorStore:
 
     def drop(self) -> None:
         self._call("drop_collection", lambda c: c.drop_collection(self.name))
+        if self.regions is not None:
+            self.regions.drop()
         self._ready_generation = -1
 
     def index_type(self) -> str:
@@ -305,9 +316,17 @@ class VectorStore:
         return str(self._call("describe_index", get))
 
     # -- rows -------------------------------------------------------------------------------
-    def upsert(self, rows: Sequence[ImageRow]) -> None:
+    def upsert(
+        self,
+        rows: Sequence[ImageRow],
+        windows: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
+    ) -> None:
+        """Write `rows`; in a collection with regions, first replace those images' region rows
+        by `windows` (image id -> boxes, vectors), so a global row never outlives its regions."""
         if rows:
             self.ensure_collection()
+            if self.regions is not None:
+                self.regions.replace(windows or {})
             self._call("upsert", lambda c: c.upsert(self.name, list(rows)))
 
     def flush(self) -> None:
@@ -324,6 +343,8 @@ class VectorStore:
         """
         if self.settings.milvus_is_embedded:
             self.flush()
+            if self.regions is not None:
+                self.regions.flush()
         else:
             self.await_searchable()
 
@@ -337,12 +358,16 @@ class VectorStore:
         if self.settings.milvus_is_embedded:
             return
         self.ensure_collection()
-        self._call(
-            "query",
-            lambda c: c.query(
-                self.name, filter="", output_fields=["count(*)"], consistency_level="Strong"
-            ),
-        )
+        names = [self.name] + ([self.regions.name] if self.regions is not None else [])
+        if self.regions is not None:
+            self.regions.ensure_collection()
+        for name in names:
+            self._call(
+                "query",
+                lambda c, n=name: c.query(
+                    n, filter="", output_fields=["count(*)"], consistency_level="Strong"
+                ),
+            )
 
     def count(self) -> int:
         self.ensure_collection()
@@ -421,6 +446,8 @@ class VectorStore:
         for start in range(0, len(present), 1000):
             batch = present[start : start + 1000]
             self._call("delete", lambda c, b=batch: c.delete(self.name, ids=b))
+            if self.regions is not None:
+                self.regions.delete_images(batch)
         if present:
             self.await_searchable()
         return len(present)

@@ -25,7 +25,7 @@ from PIL import Image
 from app.evaluation.crops import CROP_KINDS, CropQuery, circle_mask
 from app.evaluation.metrics import HIT_AT, evaluate_crops
 from app.evaluation.preprocess import open_upright
-from app.evaluation.verify import VERIFIED_NCC, verify
+from app.ml.verify import VERIFIED_NCC, verify
 
 if TYPE_CHECKING:
     import torch

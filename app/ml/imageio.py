@@ -132,6 +132,58 @@ def decode_image(data: bytes, *, size: int, max_pixels: int) -> DecodedImage:
     return DecodedImage(np.asarray(resized, dtype=np.uint8), fmt, width, height)
 
 
+@dataclass(frozen=True)
+class UprightImage:
+    """An image decoded upright at a working size, for region windows and verification."""
+
+    rgb: Image.Image  # alpha composited on white, longest side at most the asked one
+    alpha: np.ndarray | None  # (h, w) uint8 at the rgb's size, when the image had alpha
+    width: int  # upright size of the original
+    height: int
+
+    @property
+    def scale(self) -> float:
+        """The working image's pixels per original pixel (<= 1)."""
+        return self.rgb.width / self.width
+
+
+def decode_upright(data: bytes, *, max_side: int, max_pixels: int) -> UprightImage:
+    """Decode `data` upright with its aspect kept, scaled down to `max_side` at most (JPEG at
+    a reduced DCT scale first); the alpha channel is kept apart. Raises ImageDecodeError."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        rgb, _, width, height = _upright_rgb(data, max_side, max_pixels)  # checks the limits
+        img = _open(data)
+        try:
+            alpha = _alpha(img) if _has_alpha(img) else None
+        finally:
+            img.close()
+        if max(rgb.size) > max_side:
+            factor = max_side / max(rgb.size)
+            size = (max(1, round(rgb.width * factor)), max(1, round(rgb.height * factor)))
+            rgb = rgb.resize(size, Image.Resampling.BILINEAR)
+        if alpha is not None and alpha.shape[::-1] != rgb.size:
+            alpha = np.asarray(Image.fromarray(alpha).resize(rgb.size, Image.Resampling.NEAREST))
+    return UprightImage(rgb, alpha, width, height)
+
+
+def _has_alpha(img: Image.Image) -> bool:
+    return img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
+        img.mode == "P" and "transparency" in img.info
+    )
+
+
+def _alpha(img: Image.Image) -> np.ndarray | None:
+    """The upright alpha channel, or None when it is fully opaque."""
+    try:
+        img.seek(0)
+        alpha = ImageOps.exif_transpose(img).convert("RGBA").getchannel("A")
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise ImageDecodeError(f"corrupt or truncated image: {exc}") from None
+    values = np.asarray(alpha, dtype=np.uint8)
+    return None if bool((values == 255).all()) else values
+
+
 def make_thumbnail(data: bytes, size: int, max_pixels: int) -> bytes:
     """A JPEG of `data` fitting in `size`×`size`, upright, aspect kept."""
     with warnings.catch_warnings():

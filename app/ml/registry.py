@@ -11,6 +11,7 @@ import threading
 
 from app.core.config import Settings
 from app.core.errors import CollectionMismatch, CollectionNotFound, ConflictError
+from app.core.regionstore import regions_name
 from app.core.vectorstore import CollectionMeta, MilvusConnection, VectorStore
 from app.ml.encoder import BACKBONES, Encoder, build_backbone, recipe_id, resolve_weights
 from app.ml.runtime_choice import Purpose
@@ -28,6 +29,7 @@ def collection_meta(settings: Settings, weights_id: str) -> CollectionMeta:
         weights_source=settings.weights,
         pooling=settings.pooling,
         image_size=settings.image_size,
+        regions=settings.regions,
     )
 
 
@@ -66,6 +68,7 @@ class EncoderRegistry:
                 "weights": meta.weights_source or self.settings.weights,
                 "pooling": meta.pooling,
                 "image_size": meta.image_size,
+                "regions": meta.regions,
             }
         )
 
@@ -148,8 +151,14 @@ class CollectionRegistry:
         # One creation at a time: Milvus Lite fails a second concurrent create of the same
         # name with a file error instead of "already exists".
         with self._create_lock:
-            if self.conn.read_meta(name) is not None or name in self.conn.list_names():
+            names = self.conn.list_names()
+            if self.conn.read_meta(name) is not None or name in names:
                 raise ConflictError(f"collection {name!r} already exists")
+            if meta.regions and regions_name(name) in names:
+                raise ConflictError(
+                    f"collection {regions_name(name)!r} exists, and {name!r} with regions "
+                    "needs that name for its region rows"
+                )
             store = VectorStore(self.settings, meta, name, self.conn)
             store.ensure_collection()
         with self._lock:

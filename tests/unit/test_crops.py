@@ -27,7 +27,7 @@ from app.evaluation.crops import (
 )
 from app.evaluation.metrics import evaluate_crops
 from app.evaluation.regions import REGION_DESIGNS, RegionIndex, search
-from app.evaluation.verify import VERIFIED_NCC, verify
+from app.ml.verify import VERIFIED_NCC, verify
 from tests.imagegen import distinct_image
 
 

@@ -52,6 +52,8 @@ def stats(services: ServicesDep, store: CollectionDep) -> Stats:
         weights_id=meta.weights_id,
         random_weights=meta.weights_id.startswith("random"),
         recipe=meta.recipe,
+        regions=meta.regions,
+        region_count=store.regions.count() if store.regions is not None else None,
         device=encoder.info.device,
         precision=encoder.info.precision,
         runtime=encoder.info.runtime,
@@ -127,6 +129,7 @@ def _info(services: Services, store: VectorStore) -> CollectionInfo:
         weights_id=meta.weights_id,
         random_weights=meta.weights_id.startswith("random"),
         recipe=meta.recipe,
+        regions=meta.regions,
     )
 
 
@@ -153,6 +156,7 @@ def create_collection(body: CollectionCreate, services: ServicesDep) -> Collecti
             "model": body.model,
             "weights": body.weights or base.weights,
             "pooling": body.pooling or base.pooling,
+            "regions": base.regions if body.regions is None else body.regions,
         }
     )
     try:

@@ -12,18 +12,23 @@ from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import CollectionDep, Services, ServicesDep
 from app.api.errors import ERROR_RESPONSES
+from app.api.region_search import as_hits, region_query, search_regions
 from app.api.schemas import (
     ABSOLUTE_PATH,
     COLLECTION_NAME,
     DuplicateImage,
+    Match,
     SearchResponse,
     SearchResult,
     SearchTimings,
 )
+from app.core.config import Settings
 from app.core.errors import InvalidImageError, PayloadTooLarge, UnsupportedMediaType
-from app.core.vectorstore import SearchHit, VectorStore
+from app.core.vectorstore import SearchHit, VectorStore, folder_prefix
 from app.ml.encoder import Encoder
 from app.ml.imageio import DecodedImage, ImageDecodeError, decode_image
+from app.ml.region_match import Ranked
+from app.ml.regions import RegionQuery
 
 router = APIRouter(prefix="/api/v1", tags=["search"], responses=ERROR_RESPONSES)
 
@@ -63,7 +68,10 @@ def image_urls(image_id: str, store: VectorStore) -> tuple[str, str]:
 
 
 def shape_results(
-    hits: list[SearchHit], options: SearchOptions, store: VectorStore
+    hits: list[SearchHit],
+    options: SearchOptions,
+    store: VectorStore,
+    matches: dict[str, Ranked] | None = None,
 ) -> list[SearchResult]:
     """Apply the minimum score, collapse identical content, cut to top_k."""
     results: list[SearchResult] = []
@@ -71,7 +79,7 @@ def shape_results(
     for hit in hits:
         score = round(hit.score, SCORE_DECIMALS)  # compare what the client sees
         if options.min_score is not None and score < options.min_score:
-            break  # hits come best first
+            continue  # verified region hits come first, whatever their score
         if options.collapse_duplicates and hit.content_hash in by_hash:
             by_hash[hit.content_hash].duplicates.append(DuplicateImage(id=hit.id, path=hit.path))
             continue
@@ -82,6 +90,7 @@ def shape_results(
             id=hit.id,
             path=hit.path,
             score=score,
+            match=_match((matches or {}).get(hit.id)),
             image_url=image_url,
             thumbnail_url=thumbnail_url,
         )
@@ -90,12 +99,40 @@ def shape_results(
     return results
 
 
+def _match(ranked: Ranked | None) -> Match:
+    if ranked is None or ranked.box is None:
+        return Match(kind="image")
+    return Match(kind="region", box=list(ranked.box), verified=ranked.verified)
+
+
+def global_hits(
+    store: VectorStore, vector: np.ndarray, options: SearchOptions, exclude_id: str | None = None
+) -> list[SearchHit]:
+    fetch = options.top_k * (COLLAPSE_OVERFETCH if options.collapse_duplicates else 1)
+    return store.search(vector, fetch, exclude_id=exclude_id, folder=options.folder)
+
+
+def run_region_search(
+    store: VectorStore,
+    encoder: Encoder,
+    query: RegionQuery,
+    vector: np.ndarray,
+    options: SearchOptions,
+) -> tuple[list[SearchResult], float]:
+    """Global and region search merged; and the seconds the region part took."""
+    hits = global_hits(store, vector, options)
+    started = time.perf_counter()
+    prefix = folder_prefix(options.folder) if options.folder else None
+    outcome = search_regions(store, encoder, query, hits, prefix)
+    merged = as_hits(outcome, hits)
+    results = shape_results([h for h, _ in merged], options, store, {h.id: r for h, r in merged})
+    return results, time.perf_counter() - started
+
+
 def run_search(
     store: VectorStore, vector: np.ndarray, options: SearchOptions, exclude_id: str | None = None
 ) -> list[SearchResult]:
-    fetch = options.top_k * (COLLAPSE_OVERFETCH if options.collapse_duplicates else 1)
-    hits = store.search(vector, fetch, exclude_id=exclude_id, folder=options.folder)
-    return shape_results(hits, options, store)
+    return shape_results(global_hits(store, vector, options, exclude_id), options, store)
 
 
 def decode_upload(encoder: Encoder, data: bytes, max_pixels: int) -> DecodedImage:
@@ -110,6 +147,13 @@ def decode_upload(encoder: Encoder, data: bytes, max_pixels: int) -> DecodedImag
 
 def _decode_query(encoder: Encoder, data: bytes, max_pixels: int) -> np.ndarray:
     return decode_upload(encoder, data, max_pixels).pixels
+
+
+def _region_query(data: bytes, settings: Settings) -> RegionQuery:
+    try:
+        return region_query(data, settings)
+    except ImageDecodeError as exc:  # decoded once already: only a limit can differ
+        raise InvalidImageError(f"cannot decode the uploaded image: {exc.reason}") from None
 
 
 async def embed_query(services: Services, store: VectorStore, data: bytes) -> np.ndarray:
@@ -160,10 +204,19 @@ async def search(
     pixels = await run_in_threadpool(
         _decode_query, encoder, data, services.settings.max_image_pixels
     )
+    region_input = None
+    if store.regions is not None:
+        region_input = await run_in_threadpool(_region_query, data, services.settings)
     t1 = time.perf_counter()
     vector = await services.batcher(encoder).embed_one(pixels)
     t2 = time.perf_counter()
-    results = await run_in_threadpool(run_search, store, vector, options)
+    regions_s: float | None = None
+    if region_input is not None:
+        results, regions_s = await run_in_threadpool(
+            run_region_search, store, encoder, region_input, vector, options
+        )
+    else:
+        results = await run_in_threadpool(run_search, store, vector, options)
     t3 = time.perf_counter()
     stage = services.metrics.search_stage
     stage.labels("decode").observe(t1 - t0)
@@ -173,7 +226,10 @@ async def search(
         results=results,
         took_ms=_ms(t3 - t0),
         timings=SearchTimings(
-            decode_ms=_ms(t1 - t0), embed_ms=_ms(t2 - t1), search_ms=_ms(t3 - t2)
+            decode_ms=_ms(t1 - t0),
+            embed_ms=_ms(t2 - t1),
+            search_ms=_ms(t3 - t2 - (regions_s or 0.0)),
+            regions_ms=None if regions_s is None else _ms(regions_s),
         ),
     )
 

@@ -13,7 +13,7 @@ from PIL import Image
 
 SCALES = (0.5, 0.71, 1.0, 1.41, 2.0)  # the query's assumed scale relative to its source
 MIN_TEMPLATE = 16
-VERIFIED_NCC = 0.8
+VERIFIED_NCC = 0.9
 
 
 def _correlate(image: np.ndarray, kernel: np.ndarray) -> np.ndarray:
@@ -59,7 +59,8 @@ def verify(
         size = (round(query.width / scale), round(query.height / scale))
         if min(size) < MIN_TEMPLATE:
             continue
-        margin_x, margin_y = size[0] // 2, size[1] // 2  # the box is a coarse window
+        # The window only says roughly where: the query may lie in a neighbouring one.
+        margin_x, margin_y = max(size[0] // 2, w), max(size[1] // 2, h)
         left, top = max(0, x - margin_x), max(0, y - margin_y)
         right = min(grey.width, x + w + margin_x)
         bottom = min(grey.height, y + h + margin_y)
