@@ -16,6 +16,7 @@ const els = {
   newName: $("#new-collection-name"),
   newModel: $("#new-collection-model"),
   newPooling: $("#new-collection-pooling"),
+  newRegions: $("#new-collection-regions"),
   newError: $("#new-collection-error"),
   newCancel: $("#new-collection-cancel"),
   newCreate: $("#new-collection-create"),
@@ -52,6 +53,7 @@ async function createCollection(event) {
   }
   const body = { name, model: els.newModel.value };
   if (els.newPooling.value) body.pooling = els.newPooling.value;
+  body.regions = els.newRegions.checked;
   showNewError("");
   els.newCreate.disabled = true;
   els.newCreate.textContent = "Creating…";

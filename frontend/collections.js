@@ -47,7 +47,8 @@ function initialCollection() {
 
 function collectionOptionText(info) {
   const images = `${formatNumber(info.count)} image${info.count === 1 ? "" : "s"}`;
-  return `${info.name}${info.default ? " (default)" : ""} · ${images} · ${info.model}`;
+  const regions = info.regions ? " · crop search" : "";
+  return `${info.name}${info.default ? " (default)" : ""} · ${images} · ${info.model}${regions}`;
 }
 
 function renderCollectionSelect() {
@@ -142,7 +143,8 @@ export async function refreshStats() {
     if (!asked) state.defaultCollection = stats.collection;
     state.stats = stats;
     els.statCount.textContent = formatNumber(stats.count);
-    els.statModel.textContent = `${stats.model} (${stats.dimension}-d, ${stats.index_type})`;
+    const regions = stats.regions ? `, crop search: ${formatNumber(stats.region_count)} regions` : "";
+    els.statModel.textContent = `${stats.model} (${stats.dimension}-d, ${stats.index_type}${regions})`;
     els.statModel.title = `recipe: ${stats.recipe}; Milvus: ${stats.milvus}`;
     els.statWeights.textContent = stats.weights_id;
     els.statWeights.classList.toggle("warn-text", Boolean(stats.random_weights));

@@ -121,6 +121,25 @@ function renderSummary() {
   els.summary.textContent = `${n} result${n === 1 ? "" : "s"}${what}${where}${extra} · ${Math.round(tookMs)} ms`;
 }
 
+/** The matched window drawn over a square, cover-fitted thumbnail (percentages of the frame). */
+function regionOutline(match) {
+  const [x, y, w, h] = match.box;
+  const [iw, ih] = match.image_size;
+  const scale = 1 / Math.min(iw, ih); // the short side fills the frame
+  const left = (x - (iw - Math.min(iw, ih)) / 2) * scale;
+  const top = (y - (ih - Math.min(iw, ih)) / 2) * scale;
+  const clip = (v) => Math.min(100, Math.max(0, v * 100));
+  const box = document.createElement("span");
+  box.className = match.verified ? "region-box verified" : "region-box";
+  box.dataset.testid = "result-region";
+  box.title = match.verified ? "The query was found here" : "Most similar part";
+  box.style.left = `${clip(left)}%`;
+  box.style.top = `${clip(top)}%`;
+  box.style.width = `${clip(left + w * scale) - clip(left)}%`;
+  box.style.height = `${clip(top + h * scale) - clip(top)}%`;
+  return box;
+}
+
 function resultItem(result, index) {
   const li = document.createElement("li");
   const button = document.createElement("button");
@@ -145,6 +164,9 @@ function resultItem(result, index) {
   img.decoding = "async";
   img.addEventListener("error", () => frame.classList.add("missing"), { once: true });
   frame.append(img);
+  if (result.match?.kind === "region" && result.match.box && result.match.image_size) {
+    frame.append(regionOutline(result.match));
+  }
   if (dups) {
     const badge = document.createElement("span");
     badge.className = "dups";

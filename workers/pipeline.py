@@ -23,6 +23,7 @@ import torch
 from app.core.config import Settings
 from app.core.jobs import ChunkCounts, FileError
 from app.core.paths import is_within
+from app.core.regionstore import ImageRegions
 from app.core.vectorstore import MAX_PATH_BYTES, ImageRow, VectorStore, content_hash, image_id
 from app.ml.device_decode import decode_jpegs, gpu_decodable
 from app.ml.encoder import Encoder
@@ -325,7 +326,7 @@ class ChunkRunner:
                 counts.failed += len(batch.errors)
                 counts.processed += len(batch.errors)
                 rows: list[ImageRow] = []
-                windows: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+                windows: dict[str, ImageRegions] = {}
                 if batch.sources:
                     started = time.perf_counter()
                     vectors = self.encoder.embed(batch.pixels)
@@ -352,7 +353,7 @@ class ChunkRunner:
     def _write(
         self,
         rows: list[ImageRow],
-        windows: dict[str, tuple[np.ndarray, np.ndarray]],
+        windows: dict[str, ImageRegions],
         sink: ChunkSink,
     ) -> bool:
         with sink.write_lock():

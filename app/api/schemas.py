@@ -57,6 +57,10 @@ class Match(BaseModel):
         description="The matching window as [x, y, width, height] in the image's own "
         "upright pixels (kind 'region').",
     )
+    image_size: list[int] | None = Field(
+        default=None,
+        description="The image's upright [width, height], the frame of `box` (kind 'region').",
+    )
     verified: bool | None = Field(
         default=None,
         description="kind 'region': true when the query's pixels were found in that part of "

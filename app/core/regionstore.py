@@ -32,10 +32,20 @@ def regions_name(collection: str) -> str:
 
 
 @dataclass(frozen=True)
+class ImageRegions:
+    """What one image's region rows hold."""
+
+    boxes: np.ndarray  # (M, 4) int: x, y, w, h in the original's upright pixels
+    vectors: np.ndarray  # (M, D) float32, L2-normalised
+    image_size: tuple[int, int]  # the original's upright width and height
+
+
+@dataclass(frozen=True)
 class RegionHit:
     image_id: str
     box: tuple[int, int, int, int]  # x, y, w, h in the original's pixels
     score: float  # cosine of the query to that window
+    image_size: tuple[int, int] = (0, 0)  # the original's upright width and height
 
 
 def _quoted_list(values: Sequence[str]) -> str:
@@ -67,7 +77,7 @@ class RegionStore:
         schema = MilvusClient.create_schema(auto_id=True, enable_dynamic_field=False)
         schema.add_field("id", DataType.INT64, is_primary=True)
         schema.add_field("image_id", DataType.VARCHAR, max_length=32)
-        for name in ("x", "y", "w", "h"):
+        for name in ("x", "y", "w", "h", "image_w", "image_h"):
             schema.add_field(name, DataType.INT32)
         schema.add_field("vector", DataType.FLOAT_VECTOR, dim=self.dim)
         index = MilvusClient.prepare_index_params()
@@ -102,9 +112,8 @@ class RegionStore:
         )
         return int(res[0]["count(*)"])
 
-    def replace(self, windows: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
-        """Make `windows` (image id -> (boxes (M, 4), vectors (M, D))) the only region rows of
-        those images."""
+    def replace(self, windows: dict[str, ImageRegions]) -> None:
+        """Make `windows` (by image id) the only region rows of those images."""
         if not windows:
             return
         self.delete_images(list(windows))
@@ -115,10 +124,14 @@ class RegionStore:
                 "y": int(box[1]),
                 "w": int(box[2]),
                 "h": int(box[3]),
+                "image_w": regions.image_size[0],
+                "image_h": regions.image_size[1],
                 "vector": vector,
             }
-            for image_id, (boxes, vectors) in windows.items()
-            for box, vector in zip(boxes, vectors.astype(np.float32).tolist(), strict=True)
+            for image_id, regions in windows.items()
+            for box, vector in zip(
+                regions.boxes, regions.vectors.astype(np.float32).tolist(), strict=True
+            )
         ]
         for start in range(0, len(rows), INSERT_ROWS):
             part = rows[start : start + INSERT_ROWS]
@@ -177,7 +190,8 @@ class RegionStore:
                 score = float(hit["distance"])
                 if image_id not in best or score > best[image_id].score:
                     box = (int(entity["x"]), int(entity["y"]), int(entity["w"]), int(entity["h"]))
-                    best[image_id] = RegionHit(image_id, box, score)
+                    size = (int(entity["image_w"]), int(entity["image_h"]))
+                    best[image_id] = RegionHit(image_id, box, score, size)
         return sorted(best.values(), key=lambda h: -h.score)[:images]
 
     def _request(self, data: list[list[float]], limit: int, *, group: bool) -> dict[str, Any]:
@@ -191,7 +205,7 @@ class RegionStore:
             "collection_name": self.name,
             "data": data,
             "limit": limit,
-            "output_fields": ["image_id", "x", "y", "w", "h"],
+            "output_fields": ["image_id", "x", "y", "w", "h", "image_w", "image_h"],
             "search_params": params,
             "consistency_level": self.settings.search_consistency,
         }

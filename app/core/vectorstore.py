@@ -24,7 +24,7 @@ from app.core.errors import (
     NotFoundError,
     ServiceUnavailable,
 )
-from app.core.regionstore import RegionStore
+from app.core.regionstore import ImageRegions, RegionStore
 
 log = logging.getLogger(__name__)
 
@@ -319,7 +319,7 @@ class VectorStore:
     def upsert(
         self,
         rows: Sequence[ImageRow],
-        windows: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
+        windows: dict[str, ImageRegions] | None = None,
     ) -> None:
         """Write `rows`; in a collection with regions, first replace those images' region rows
         by `windows` (image id -> boxes, vectors), so a global row never outlives its regions."""

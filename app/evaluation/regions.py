@@ -44,6 +44,7 @@ REGION_DESIGNS: dict[str, str] = {
     "fmap": f"windows of {'/'.join(map(str, FMAP_CELLS))} cells of the stride-{STRIDE} map of "
     "the original at its own scale (GeM, stride 1 cell); query at x"
     + "/x".join(map(str, FMAP_QUERY_SCALES)),
+    "service": "the service's own region search (app.evaluation.service_regions)",
     "windows": f"square windows of {'/'.join(map(str, WINDOW_SIDES))} px, stride half a side, "
     f"each embedded at {WINDOW_INPUT}x{WINDOW_INPUT}; query squashed to {WINDOW_INPUT}",
 }

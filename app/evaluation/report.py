@@ -46,7 +46,8 @@ def region_tables(regions: dict[str, dict[str, Any]], global_crops: dict[str, An
     columns = {"global": global_crops}
     for name, result in regions.items():
         columns[f"{name}"] = result["regions"]
-        columns[f"{name} +NCC"] = result["verified"]
+        if "verified" in result:  # the service's ranking is verified already
+            columns[f"{name} +NCC"] = result["verified"]
     out: list[Any] = [crop_table("crops: region designs (best region per image)", columns)]
     costs = Table(title="region designs: cost on this CPU")
     for head in ("design", "vectors/img", "ingest ms/img", "GB/10k fp32", "GB/10k SQ8"):
@@ -68,6 +69,12 @@ def region_tables(regions: dict[str, dict[str, Any]], global_crops: dict[str, An
         )
     out.append(costs)
     out += [f"{name}: {r['design']}" for name, r in regions.items()]
+    dups = regions.get("service", {}).get("near_duplicates")
+    if dups:
+        out.append(
+            f"near-duplicate hit@1 on the same originals ({dups['queries']} queries): global "
+            f"{dups['hit@1_global']:.3f}, with the service's regions {dups['hit@1_service']:.3f}"
+        )
     return out
 
 

@@ -25,6 +25,7 @@ from app.evaluation.metrics import (
 from app.evaluation.options import EvalOptions
 from app.evaluation.recipes import RESIZE_MODES, Prep, Recipe, current_recipe, seed_recipe
 from app.evaluation.regions import evaluate_design
+from app.evaluation.service_regions import evaluate_service
 from app.evaluation.whitening import Whitening
 
 if TYPE_CHECKING:
@@ -145,6 +146,7 @@ def _evaluate(settings: Settings, options: EvalOptions, scratch: Path) -> dict[s
         if options.cache is not None:  # same queries (same files) next time
             query_dir = options.cache / f"queries-{files_key(chosen, [QUERY_VERSION])}"
         made = make_queries(chosen, query_dir)
+        dup_query_files = [q for q, _, _ in made]
         qemb = embed([q for q, _, _ in made], "near-duplicate queries")
         position = {orig: row for row, orig in enumerate(db.ok)}
         targets = [position[sources[made[i][1]]] for i in qemb.ok]
@@ -199,7 +201,7 @@ def _evaluate(settings: Settings, options: EvalOptions, scratch: Path) -> dict[s
             "failed": {**({} if reuse else cdb.failed), **cq.failed},
         }
         if options.regions:
-            cdb_, _, crop_targets, crop_list = crop_data
+            cdb_, cq_, crop_targets, crop_list = crop_data
             report["regions"] = {
                 design: evaluate_design(
                     encoder,
@@ -211,7 +213,24 @@ def _evaluate(settings: Settings, options: EvalOptions, scratch: Path) -> dict[s
                     options.progress,
                 )
                 for design in options.regions
+                if design != "service"
             }
+            if "service" in options.regions:
+                dups = None
+                if dup_data is not None and reuse:
+                    _, qemb_, dup_targets, dup_kinds = dup_data
+                    dup_files = [dup_query_files[i] for i in qemb_.ok]
+                    dups = (dup_files, qemb_.vectors[current.base], dup_targets, dup_kinds)
+                report["regions"]["service"] = evaluate_service(
+                    encoder,
+                    crop_originals,
+                    cdb_.ok,
+                    crop_list,
+                    crop_targets,
+                    (cdb_.vectors[current.base], cq_.vectors[current.base]),
+                    dups,
+                    options.progress,
+                )
 
     def evaluate(recipe: Recipe) -> dict[str, Any]:
         row: dict[str, Any] = {

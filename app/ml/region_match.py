@@ -25,6 +25,7 @@ class Ranked:
     id: str
     score: float  # cosine: of the whole image, or of the matching window
     box: tuple[int, int, int, int] | None = None  # set when found through a region
+    image_size: tuple[int, int] | None = None  # the original's, with `box`
     verified: bool = False
     correlation: float | None = None  # the verification's peak, when one was computed
 
@@ -61,7 +62,14 @@ def merge(
         key=lambda i: -peaks[i],
     )
     out = [
-        Ranked(i, by_id[i].score, by_id[i].box, verified=True, correlation=peaks[i])
+        Ranked(
+            i,
+            by_id[i].score,
+            by_id[i].box,
+            by_id[i].image_size,
+            verified=True,
+            correlation=peaks[i],
+        )
         for i in verified
     ]
     seen = set(verified)
@@ -72,7 +80,6 @@ def merge(
     for hit in region_hits:
         if hit.image_id not in seen:
             seen.add(hit.image_id)
-            out.append(
-                Ranked(hit.image_id, hit.score, hit.box, correlation=peaks.get(hit.image_id))
-            )
+            peak = peaks.get(hit.image_id)
+            out.append(Ranked(hit.image_id, hit.score, hit.box, hit.image_size, correlation=peak))
     return out

@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from app.core.config import Settings
+from app.core.regionstore import ImageRegions
 from app.ml.imageio import UprightImage, decode_upright
 
 if TYPE_CHECKING:
@@ -38,6 +39,7 @@ MIN_BLANK_SHARE = 0.05
 class Windows:
     pixels: np.ndarray  # (M, WINDOW_INPUT, WINDOW_INPUT, 3) uint8
     boxes: np.ndarray  # (M, 4) int32: x, y, w, h in the original's pixels
+    image_size: tuple[int, int]  # the original's upright width and height
 
 
 @dataclass(frozen=True)
@@ -75,7 +77,8 @@ def cut_windows(image: UprightImage) -> Windows:
     pixels = np.stack([_squash(rgb.crop((x, y, x + w, y + h))) for x, y, w, h in boxes])
     scale = image.scale
     original = np.asarray(boxes, dtype=np.float64) / scale
-    return Windows(pixels, np.rint(original).astype(np.int32).reshape(-1, 4))
+    boxes_original = np.rint(original).astype(np.int32).reshape(-1, 4)
+    return Windows(pixels, boxes_original, (image.width, image.height))
 
 
 def _squash(img: Image.Image) -> np.ndarray:
@@ -149,10 +152,8 @@ def region_windows(data: bytes, settings: Settings) -> Windows:
 WINDOWS_PER_PASS = 256  # region windows per embed call: bounds the float copy's memory
 
 
-def embed_windows(
-    encoder: Encoder, windows: dict[str, Windows]
-) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Image id -> (boxes, vectors) of every image's windows, embedded in large batches."""
+def embed_windows(encoder: Encoder, windows: dict[str, Windows]) -> dict[str, ImageRegions]:
+    """Every image's windows (by image id) embedded, in large batches."""
     if not windows:
         return {}
     pixels = np.concatenate([w.pixels for w in windows.values()])
@@ -162,9 +163,9 @@ def embed_windows(
             for start in range(0, len(pixels), WINDOWS_PER_PASS)
         ]
     )
-    out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    out: dict[str, ImageRegions] = {}
     start = 0
     for id_, w in windows.items():
-        out[id_] = (w.boxes, vectors[start : start + len(w.boxes)])
+        out[id_] = ImageRegions(w.boxes, vectors[start : start + len(w.boxes)], w.image_size)
         start += len(w.boxes)
     return out

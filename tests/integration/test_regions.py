@@ -114,6 +114,7 @@ def test_crop_finds_its_source_with_the_box(stack: RunningStack, collection: lis
             assert top["id"] == _rid(source), top
             assert top["match"]["kind"] == "region" and top["match"]["verified"] is True
             assert _overlap(top["match"]["box"], crop), top["match"]
+            assert top["match"]["image_size"] == list(SIZE)
         # A whole image is still found by its global vector, first.
         whole = _search(client, source.read_bytes())[0]
         assert whole["id"] == _rid(source) and whole["match"]["kind"] == "image"

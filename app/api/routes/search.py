@@ -102,7 +102,8 @@ def shape_results(
 def _match(ranked: Ranked | None) -> Match:
     if ranked is None or ranked.box is None:
         return Match(kind="image")
-    return Match(kind="region", box=list(ranked.box), verified=ranked.verified)
+    size = list(ranked.image_size) if ranked.image_size else None
+    return Match(kind="region", box=list(ranked.box), image_size=size, verified=ranked.verified)
 
 
 def global_hits(
