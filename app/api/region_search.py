@@ -90,9 +90,9 @@ def search_regions(
     ]
     t2 = time.perf_counter()
     load = _loader(store.settings, rows)
-    peaks = verify_shortlist(query, kept, load)
+    checks = verify_shortlist(query, kept, load)
     t3 = time.perf_counter()
-    ranked = merge([(h.id, h.score) for h in global_hits], kept, peaks)
+    ranked = merge([(h.id, h.score) for h in global_hits], kept, checks)
     return RegionOutcome(ranked, rows, t1 - t0, t2 - t1, t3 - t2)
 
 

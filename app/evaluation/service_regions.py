@@ -105,12 +105,12 @@ class ServiceRanker:
                 x, y, w, h = (int(c) for c in self.index.boxes[best[i]])
                 hits.append(RegionHit(str(int(i)), (x, y, w, h), float(scores[i])))
         t2 = time.perf_counter()
-        peaks = verify_shortlist(query, hits, lambda i: _decode(self.originals[int(i)]))
+        checks = verify_shortlist(query, hits, lambda i: _decode(self.originals[int(i)]))
         t3 = time.perf_counter()
         ranked: list[Ranked] = merge(
             [(str(int(r)), float(s)) for r, s in zip(global_rows, global_scores, strict=True)],
             hits,
-            peaks,
+            checks,
         )
         self.seconds["embed"] += t1 - t0
         self.seconds["search"] += t2 - t1

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from app.core.regionstore import RegionHit
 from app.ml.imageio import UprightImage
 from app.ml.regions import RegionQuery
-from app.ml.verify import VERIFIED_NCC, verify
+from app.ml.verify import VERIFIED_NCC, locate
 
 SHORTLIST = 5  # region hits verified per query
 
@@ -30,45 +30,53 @@ class Ranked:
     correlation: float | None = None  # the verification's peak, when one was computed
 
 
+@dataclass(frozen=True)
+class Verification:
+    peak: float  # best normalised cross-correlation, -1..1
+    box: tuple[int, int, int, int] | None  # where it peaked, in the original's pixels
+
+
 def verify_shortlist(
     query: RegionQuery,
     hits: Sequence[RegionHit],
     load: Callable[[str], UprightImage | None],
     shortlist: int = SHORTLIST,
-) -> dict[str, float]:
-    """Image id -> verification peak (-1..1) of the first `shortlist` hits; `load(id)` gives
-    the indexed image (None when it cannot be read: left unverified)."""
-    peaks: dict[str, float] = {}
+) -> dict[str, Verification]:
+    """Image id -> verification of the first `shortlist` hits; `load(id)` gives the indexed
+    image (None when it cannot be read: left unverified)."""
+    out: dict[str, Verification] = {}
     for hit in hits[:shortlist]:
         candidate = load(hit.image_id)
         if candidate is None:
             continue
         scale = candidate.scale
         x, y, w, h = (round(v * scale) for v in hit.box)
-        peaks[hit.image_id] = verify(query.image, query.mask, candidate.rgb, (x, y, w, h))
-    return peaks
+        peak, where = locate(query.image, query.mask, candidate.rgb, (x, y, w, h))
+        found = None if where is None else tuple(round(v / scale) for v in where)
+        out[hit.image_id] = Verification(peak, found)  # type: ignore[arg-type]
+    return out
 
 
 def merge(
     global_hits: Sequence[tuple[str, float]],
     region_hits: Sequence[RegionHit],
-    peaks: dict[str, float],
+    checks: dict[str, Verification],
 ) -> list[Ranked]:
-    """Verified region hits (best peak first), the global hits, then the other region hits;
-    each image once."""
+    """Verified region hits (best peak first, with the box where the query was found), the
+    global hits, then the other region hits; each image once."""
     by_id = {h.image_id: h for h in region_hits}
     verified = sorted(
-        (i for i, peak in peaks.items() if peak >= VERIFIED_NCC and i in by_id),
-        key=lambda i: -peaks[i],
+        (i for i, c in checks.items() if c.peak >= VERIFIED_NCC and i in by_id),
+        key=lambda i: -checks[i].peak,
     )
     out = [
         Ranked(
             i,
             by_id[i].score,
-            by_id[i].box,
+            checks[i].box or by_id[i].box,
             by_id[i].image_size,
             verified=True,
-            correlation=peaks[i],
+            correlation=checks[i].peak,
         )
         for i in verified
     ]
@@ -80,6 +88,7 @@ def merge(
     for hit in region_hits:
         if hit.image_id not in seen:
             seen.add(hit.image_id)
-            peak = peaks.get(hit.image_id)
+            check = checks.get(hit.image_id)
+            peak = None if check is None else check.peak
             out.append(Ranked(hit.image_id, hit.score, hit.box, hit.image_size, correlation=peak))
     return out

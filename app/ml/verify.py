@@ -25,36 +25,46 @@ def _correlate(image: np.ndarray, kernel: np.ndarray) -> np.ndarray:
     return full[h - 1 : image.shape[0], w - 1 : image.shape[1]]
 
 
-def masked_ncc(image: np.ndarray, template: np.ndarray, mask: np.ndarray) -> float:
-    """Best NCC over every placement of `template` (pixels where `mask` > 0) in `image`."""
+def ncc_map(image: np.ndarray, template: np.ndarray, mask: np.ndarray) -> np.ndarray | None:
+    """NCC of `template` (pixels where `mask` > 0) at every placement in `image`; None when
+    it cannot be computed (template larger than the image, or flat)."""
     m = (mask > 0).astype(np.float64)
     n = m.sum()
     if n < 16 or template.shape[0] > image.shape[0] or template.shape[1] > image.shape[1]:
-        return -1.0
+        return None
     t = template.astype(np.float64)
     t = (t - (t * m).sum() / n) * m
     t_energy = float((t * t).sum())
     if t_energy <= 1e-6:
-        return -1.0
+        return None
     img = image.astype(np.float64)
     num = _correlate(img, t)
     local_sum = _correlate(img, m)
     local_sq = _correlate(img * img, m)
     variance = np.maximum(local_sq - local_sum * local_sum / n, 1e-6)
-    return float((num / np.sqrt(variance * t_energy)).max())
+    result: np.ndarray = num / np.sqrt(variance * t_energy)
+    return result
 
 
-def verify(
+def masked_ncc(image: np.ndarray, template: np.ndarray, mask: np.ndarray) -> float:
+    """Best NCC over every placement of `template` (pixels where `mask` > 0) in `image`."""
+    scores = ncc_map(image, template, mask)
+    return -1.0 if scores is None else float(scores.max())
+
+
+def locate(
     query: Image.Image,
     query_mask: Image.Image,
     candidate: Image.Image,
     box: tuple[int, int, int, int],
-) -> float:
+) -> tuple[float, tuple[int, int, int, int] | None]:
     """Best NCC of `query` (grey, inside `query_mask`) against `candidate` near `box` (x, y, w, h
-    in the candidate's pixels), over the scale pyramid. -1 when nothing could be compared."""
+    in the candidate's pixels), over the scale pyramid, and where it peaked (a box in the
+    candidate's pixels). (-1, None) when nothing could be compared."""
     grey = candidate.convert("L")
+    query_grey = query.convert("L")
     x, y, w, h = box
-    best = -1.0
+    best, where = -1.0, None
     for scale in SCALES:
         size = (round(query.width / scale), round(query.height / scale))
         if min(size) < MIN_TEMPLATE:
@@ -65,7 +75,23 @@ def verify(
         right = min(grey.width, x + w + margin_x)
         bottom = min(grey.height, y + h + margin_y)
         area = np.asarray(grey.crop((left, top, right, bottom)), dtype=np.float64)
-        template = np.asarray(query.convert("L").resize(size, Image.Resampling.BILINEAR))
+        template = np.asarray(query_grey.resize(size, Image.Resampling.BILINEAR))
         mask = np.asarray(query_mask.resize(size, Image.Resampling.NEAREST))
-        best = max(best, masked_ncc(area, template, mask))
-    return best
+        scores = ncc_map(area, template, mask)
+        if scores is None:
+            continue
+        row, col = np.unravel_index(int(np.argmax(scores)), scores.shape)
+        if float(scores[row, col]) > best:
+            best = float(scores[row, col])
+            where = (left + int(col), top + int(row), size[0], size[1])
+    return best, where
+
+
+def verify(
+    query: Image.Image,
+    query_mask: Image.Image,
+    candidate: Image.Image,
+    box: tuple[int, int, int, int],
+) -> float:
+    """`locate`'s peak alone."""
+    return locate(query, query_mask, candidate, box)[0]

@@ -23,6 +23,7 @@ from typing import Any
 
 import httpx
 import pytest
+from PIL import Image
 
 CHROMIUM = Path("/usr/bin/chromium")
 if not CHROMIUM.exists():
@@ -971,3 +972,38 @@ def test_upload_limit_and_key_notice(page: Page) -> None:
     page.get_by_test_id("api-key-save").click()
     expect(banner).to_be_hidden()
     expect(page.get_by_test_id("settings-button")).to_have_text("Settings · key set")
+
+
+def test_crop_search_outlines_the_matching_window(page: Page, ui: UiStack) -> None:
+    """In a collection with regions, a crop's source comes first with its window outlined."""
+    name = f"crops_{uuid.uuid4().hex[:6]}"
+    folder = ui.images_root / f"ui_crops_{uuid.uuid4().hex[:8]}"
+    images = write_distinct_set(folder, 4, start=SEED + 300)
+    with ui.client() as client:
+        created = client.post(
+            "/api/v1/collections", json={"name": name, "model": "vgg16", "regions": True}
+        )
+        assert created.status_code == 201, created.text
+        job = client.post("/api/v1/loads", json={"path": str(folder), "collection": name})
+        assert job.status_code == 202, job.text
+    wait_job_succeeded(ui, job.json()["job_id"])
+    try:
+        page.goto(f"/?collection={name}")
+        expect(page.get_by_test_id("stat-model")).to_contain_text("crop search")
+        source = images[1]
+        crop = Image.open(source).crop((180, 100, 280, 190))  # right half, lower middle
+        search_with(page, "detail.jpg", jpeg_bytes(crop, 95))
+        first = page.get_by_test_id("result").first
+        expect(first).to_have_attribute("data-path", str(source.resolve()))
+        outline = first.get_by_test_id("result-region")
+        expect(outline).to_have_class(re.compile(r"\bverified\b"))
+        frame = first.locator(".thumb").bounding_box()
+        box = outline.bounding_box()
+        assert frame is not None and box is not None
+        # Inside the frame, right of its centre: where the crop was cut from.
+        assert frame["x"] <= box["x"] and box["x"] + box["width"] <= frame["x"] + frame["width"] + 1
+        assert box["x"] + box["width"] / 2 > frame["x"] + frame["width"] / 2
+        shot(page, "20-crop-search-outline", full_page=False)
+    finally:
+        with ui.client() as client:
+            client.delete(f"/api/v1/collections/{name}", params={"confirm": "true"})

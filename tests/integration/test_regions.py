@@ -63,12 +63,6 @@ def _search(client: httpx.Client, data: bytes) -> list[dict[str, Any]]:
     return results
 
 
-def _overlap(box: list[int], crop: tuple[int, int, int, int]) -> bool:
-    x, y, w, h = box
-    cx, cy, cw, ch = crop
-    return x < cx + cw and cx < x + w and y < cy + ch and cy < y + h
-
-
 @pytest.fixture(scope="module")
 def collection(stack: RunningStack) -> list[Path]:
     with stack.client() as client:
@@ -113,7 +107,9 @@ def test_crop_finds_its_source_with_the_box(stack: RunningStack, collection: lis
             top = _search(client, _png(query))[0]
             assert top["id"] == _rid(source), top
             assert top["match"]["kind"] == "region" and top["match"]["verified"] is True
-            assert _overlap(top["match"]["box"], crop), top["match"]
+            # where the query was found: the crop's own box, to a pixel or two
+            found = top["match"]["box"]
+            assert all(abs(a - b) <= 3 for a, b in zip(found, crop, strict=True)), found
             assert top["match"]["image_size"] == list(SIZE)
         # A whole image is still found by its global vector, first.
         whole = _search(client, source.read_bytes())[0]

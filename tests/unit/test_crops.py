@@ -268,7 +268,11 @@ def test_region_designs_end_to_end(
         crops=originals[0].parent, crop_queries=2, cache=tmp_path, regions=tuple(REGION_DESIGNS)
     )
     report = run_evaluation(settings, options)
-    for design in REGION_DESIGNS:
+    service = report["regions"]["service"]
+    assert service["indexed"] == 5 and service["vectors_per_image"] >= 1
+    assert service["regions"]["textured"]["overall"]["queries"] == 2 * len(CROP_VARIANTS)
+    assert 0.0 <= service["verified_share"] <= 1.0
+    for design in set(REGION_DESIGNS) - {"service"}:
         result = report["regions"][design]
         assert result["indexed"] == 5 and result["vectors_per_image"] >= 1
         for part in ("regions", "verified"):

@@ -9,7 +9,7 @@ from PIL import Image, ImageDraw
 
 from app.core.regionstore import RegionHit
 from app.ml.imageio import decode_upright
-from app.ml.region_match import merge
+from app.ml.region_match import Verification, merge
 from app.ml.regions import (
     WINDOW_INPUT,
     content_mask,
@@ -85,10 +85,17 @@ def test_merge_puts_verified_copies_first_and_keeps_the_global_order() -> None:
         RegionHit("c", (0, 96, 96, 96), 0.7),
     ]
     global_hits = [("x", 0.6), ("b", 0.5), ("y", 0.4)]
-    ranked = merge(global_hits, region, {"a": 0.5, "b": 0.97, "c": 0.93})
+    found = (100, 10, 50, 40)
+    checks = {
+        "a": Verification(0.5, (0, 0, 9, 9)),
+        "b": Verification(0.97, found),
+        "c": Verification(0.93, None),
+    }
+    ranked = merge(global_hits, region, checks)
     assert [r.id for r in ranked] == ["b", "c", "x", "y", "a"]
-    assert ranked[0].verified and ranked[0].box == (96, 0, 96, 96)
+    assert ranked[0].verified and ranked[0].box == found  # where the query was found
+    assert ranked[1].box == (0, 96, 96, 96)  # no location: the window
     assert ranked[2].box is None and not ranked[4].verified
     # Nothing verified: the global ranking, untouched, comes first.
-    plain = merge(global_hits, region, {"a": 0.2})
+    plain = merge(global_hits, region, {"a": Verification(0.2, None)})
     assert [r.id for r in plain][:3] == ["x", "b", "y"]
