@@ -18,6 +18,9 @@ from app.ml.regions import RegionQuery
 from app.ml.verify import VERIFIED_NCC, locate
 
 SHORTLIST = 5  # region hits verified per query
+# A peak this high leaves no doubt: the hits after it are not verified (each costs a decode
+# and a few FFTs), they keep their place below it.
+CERTAIN_NCC = 0.97
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,8 @@ def verify_shortlist(
         peak, where = locate(query.image, query.mask, candidate.rgb, (x, y, w, h))
         found = None if where is None else tuple(round(v / scale) for v in where)
         out[hit.image_id] = Verification(peak, found)  # type: ignore[arg-type]
+        if peak >= CERTAIN_NCC:
+            break
     return out
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFilter
 
 from app.core.config import Settings
 from app.core.regionstore import ImageRegions
@@ -29,10 +29,12 @@ WINDOW_INPUT = 96
 MAX_SIDE = 1600
 # A query region smaller than this is not worth a vector of its own.
 MIN_INNER_SQUARE = 32
-# Near-white pixels connected to the border are taken as a blank background (a circle or a
-# shape pasted on white), when they are at least this share of the query.
-BLANK_LEVEL = 245
+# Pixels of the corners' common colour connected to the border are taken as a blank
+# background (a circle or a shape pasted on white), when they are at least this share of the
+# query; the mask's edge is then eroded by this share of the query's short side.
+BLANK_TOLERANCE = 20
 MIN_BLANK_SHARE = 0.05
+EDGE_EROSION = 0.04
 
 
 @dataclass(frozen=True)
@@ -87,21 +89,32 @@ def _squash(img: Image.Image) -> np.ndarray:
 
 
 def content_mask(image: UprightImage) -> Image.Image:
-    """Where the query has content: its alpha, else all but a near-white background that
-    touches the border (a circular crop on white); all of it when neither is found."""
+    """Where the query has content: its alpha, else all but a plain background that touches
+    the border (a circular crop on white, even colour-shifted since); all of it when neither
+    is found. The edge is eroded a little: resizing and JPEG blend it with the background."""
     if image.alpha is not None:
-        return Image.fromarray(np.where(image.alpha > 127, 255, 0).astype(np.uint8))
-    rgb = np.asarray(image.rgb)
-    near_white = np.where((rgb >= BLANK_LEVEL).all(axis=2), 128, 0).astype(np.uint8)
-    blank = Image.fromarray(near_white).copy()  # an array's image is read-only to floodfill
-    w, h = blank.size
+        mask = Image.fromarray(np.where(image.alpha > 127, 255, 0).astype(np.uint8))
+        return _eroded(mask)
+    rgb = np.asarray(image.rgb).astype(np.int16)
+    h, w = rgb.shape[:2]
+    corners = np.stack([rgb[0, 0], rgb[0, w - 1], rgb[h - 1, 0], rgb[h - 1, w - 1]])
+    colour = np.median(corners, axis=0)
+    if np.abs(corners - colour).max() > BLANK_TOLERANCE:  # no common background colour
+        return Image.new("L", image.rgb.size, 255)
+    near = np.abs(rgb - colour).max(axis=2) <= BLANK_TOLERANCE
+    blank = Image.fromarray(np.where(near, 128, 0).astype(np.uint8)).copy()  # writable
     for corner in ((0, 0), (w - 1, 0), (0, h - 1), (w - 1, h - 1)):
         if blank.getpixel(corner) == 128:
             ImageDraw.floodfill(blank, corner, 255)
     background = np.asarray(blank) == 255
-    if background.mean() < MIN_BLANK_SHARE:
-        background[:] = False
-    return Image.fromarray(np.where(background, 0, 255).astype(np.uint8))
+    if background.mean() < MIN_BLANK_SHARE or background.all():
+        return Image.new("L", image.rgb.size, 255)
+    return _eroded(Image.fromarray(np.where(background, 0, 255).astype(np.uint8)))
+
+
+def _eroded(mask: Image.Image) -> Image.Image:
+    radius = max(2, round(EDGE_EROSION * min(mask.size)))
+    return mask.filter(ImageFilter.MinFilter(2 * radius + 1))
 
 
 def largest_square(mask: np.ndarray, work_side: int = 160) -> Box:
