@@ -13,6 +13,7 @@ from app.bench.common import BenchError
 from app.bench.index import bench_index
 from app.bench.ingest import bench_ingest
 from app.bench.options import BenchOptions
+from app.bench.regions import bench_regions
 from app.bench.report import render
 from app.measure.options import SettingsFlags
 
@@ -110,6 +111,14 @@ def register(cli: typer.Typer) -> None:
                 "Milvus Lite too (which needs hours at 1M vectors).",
             ),
         ] = False,
+        regions: Annotated[
+            bool,
+            typer.Option(
+                "--regions",
+                help="Measure what crop search costs: load the photos into a collection "
+                "with regions and one without, and search crops and whole photos in both.",
+            ),
+        ] = False,
         as_json: Annotated[bool, typer.Option("--json", help="Print JSON, not tables.")] = False,
         check: Annotated[
             bool,
@@ -128,10 +137,13 @@ def register(cli: typer.Typer) -> None:
         from app.core.errors import PicsearchError
 
         err = Console(stderr=True)
-        if check and index_only:
+        if check and (index_only or regions):
             raise typer.BadParameter(
-                "--check compares ingest with the naive reference: not with --index-only"
+                "--check compares ingest with the naive reference: not with --index-only "
+                "or --regions"
             )
+        if index_only and regions:
+            raise typer.BadParameter("--index-only and --regions are separate modes")
         opts = BenchOptions(
             images=images,
             count=count,
@@ -160,6 +172,8 @@ def register(cli: typer.Typer) -> None:
             base = get_settings()
             if index_only:
                 report = bench_index(base, opts, say)
+            elif regions:
+                report = bench_regions(base, opts, say)
             else:
                 report = bench_ingest(base, opts, say)
         except (BenchError, PicsearchError, ValidationError) as exc:

@@ -310,14 +310,18 @@ class Encoder:
         return batch
 
     @torch.inference_mode()
-    def feature_map(self, pixels: np.ndarray | torch.Tensor) -> torch.Tensor:
+    def feature_map(
+        self, pixels: np.ndarray | torch.Tensor, micro_batch: int | None = None
+    ) -> torch.Tensor:
         """The (N, C, h, w) float32 conv feature map of a (N, S, S, 3) uint8 batch, computed
-        exactly as `embed` computes it (device, precision, runtime); thread-safe."""
+        exactly as `embed` computes it (device, precision, runtime); thread-safe.
+        `micro_batch` overrides the images per forward pass chosen for `purpose`."""
         batch = self._upload(pixels)
+        step = micro_batch or self.micro_batch
         maps = []
         with self._lock:
-            for start in range(0, len(batch), self.micro_batch):
-                piece = batch[start : start + self.micro_batch]
+            for start in range(0, len(batch), step):
+                piece = batch[start : start + step]
                 count = len(piece)
                 if self.pad_to is not None and count < self.pad_to:
                     padding = piece.new_zeros((self.pad_to - count, *piece.shape[1:]))
@@ -341,11 +345,13 @@ class Encoder:
         return maps[0] if len(maps) == 1 else torch.cat(maps)
 
     @torch.inference_mode()
-    def embed(self, pixels: np.ndarray | torch.Tensor) -> np.ndarray:
+    def embed(
+        self, pixels: np.ndarray | torch.Tensor, micro_batch: int | None = None
+    ) -> np.ndarray:
         """Embed a (N, S, S, 3) uint8 batch (numpy, or a tensor on any device); thread-safe."""
         if len(pixels) == 0:
             self._upload(pixels)  # still checks the shape
             return np.zeros((0, self.info.dim), dtype=np.float32)
-        pooled = pool_features(self.feature_map(pixels), self.pooling)
+        pooled = pool_features(self.feature_map(pixels, micro_batch), self.pooling)
         vectors = torch.nn.functional.normalize(pooled, dim=1)
         return vectors.cpu().numpy().astype(np.float32, copy=False)

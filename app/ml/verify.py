@@ -14,6 +14,13 @@ from PIL import Image
 SCALES = (0.5, 0.71, 1.0, 1.41, 2.0)  # the query's assumed scale relative to its source
 MIN_TEMPLATE = 16
 VERIFIED_NCC = 0.9
+# Templates at least this small side are matched at half resolution first; the full one is
+# computed only where that reached COARSE_NCC.
+COARSE_FROM = 48
+COARSE_NCC = 0.6
+# A query much larger than the matching window is not a detail of it: whole photos are
+# ranked by their global vector.
+MAX_TEMPLATE_PER_WINDOW = 2
 
 
 def _fast_length(n: int) -> int:
@@ -60,7 +67,7 @@ def ncc_map(image: np.ndarray, template: np.ndarray, mask: np.ndarray) -> np.nda
     t_energy = float((t * t).sum())
     if t_energy <= 1e-6:
         return None
-    img = image.astype(np.float64)
+    img = image.astype(np.float64)  # float32 sums of squares lose the variance
     num = _correlate(img, t)
     if n == m.size:  # a plain rectangle: window sums from integral images
         local_sum = _box_sums(img, *m.shape)
@@ -94,8 +101,8 @@ def locate(
     best, where = -1.0, None
     for scale in SCALES:
         size = (round(query.width / scale), round(query.height / scale))
-        if min(size) < MIN_TEMPLATE:
-            continue
+        if min(size) < MIN_TEMPLATE or max(size) > MAX_TEMPLATE_PER_WINDOW * max(w, h):
+            continue  # too small to tell, or far more than the window that led here
         # The window only says roughly where: the query may lie in a neighbouring one.
         margin_x, margin_y = max(size[0], w) // 2 + 1, max(size[1], h) // 2 + 1
         left, top = max(0, x - margin_x), max(0, y - margin_y)
@@ -104,14 +111,40 @@ def locate(
         area = np.asarray(grey.crop((left, top, right, bottom)), dtype=np.float64)
         template = np.asarray(query_grey.resize(size, Image.Resampling.BILINEAR))
         mask = np.asarray(query_mask.resize(size, Image.Resampling.NEAREST))
-        scores = ncc_map(area, template, mask)
-        if scores is None:
-            continue
-        row, col = np.unravel_index(int(np.argmax(scores)), scores.shape)
-        if float(scores[row, col]) > best:
-            best = float(scores[row, col])
-            where = (left + int(col), top + int(row), size[0], size[1])
+        found = _peak(area, template, mask)
+        if found is not None and found[0] > best:
+            best = found[0]
+            where = (left + found[2], top + found[1], size[0], size[1])
     return best, where
+
+
+def _peak(
+    area: np.ndarray, template: np.ndarray, mask: np.ndarray
+) -> tuple[float, int, int] | None:
+    """(NCC, row, column) of the best placement of `template` in `area`. A large template is
+    first matched at half resolution (a quarter of the work); only where that comes close is
+    the full resolution computed, around the coarse peak."""
+    if min(template.shape) >= COARSE_FROM:
+        half = (slice(None, None, 2), slice(None, None, 2))
+        coarse = ncc_map(area[half], template[half], mask[half])
+        if coarse is None:
+            return None
+        row, col = np.unravel_index(int(np.argmax(coarse)), coarse.shape)
+        if float(coarse[row, col]) < COARSE_NCC:
+            return float(coarse[row, col]), 2 * int(row), 2 * int(col)
+        top, left = max(0, 2 * int(row) - 4), max(0, 2 * int(col) - 4)
+        h, w = template.shape
+        near = area[top : top + h + 8, left : left + w + 8]
+        fine = ncc_map(near, template, mask)
+        if fine is None:
+            return None
+        r, c = np.unravel_index(int(np.argmax(fine)), fine.shape)
+        return float(fine[r, c]), top + int(r), left + int(c)
+    scores = ncc_map(area, template, mask)
+    if scores is None:
+        return None
+    row, col = np.unravel_index(int(np.argmax(scores)), scores.shape)
+    return float(scores[row, col]), int(row), int(col)
 
 
 def verify(
