@@ -29,6 +29,7 @@ from app.ml.cpu import cpu_has_native_bf16, cpu_info
 from app.ml.device_decode import decode_batch, gpu_decodable, jpeg_frame
 from app.ml.encoder import Encoder, _usable, build_backbone, pick_dtype
 from app.ml.imageio import ImageDecodeError, decode_image
+from app.ml.regions import window_boxes
 from app.ml.trunks import CastConv2d, PackedConv2d, lower_precision, pool_features
 from app.ml.trunks import can_pack as encoder_can_pack
 from tests.imagegen import distinct_image, jpeg_bytes
@@ -318,6 +319,24 @@ def test_index_only_mode_at_a_tiny_size(bench_cli: typer.Typer) -> None:
     assert row["recall_at_10"] >= 0.99 and row["index_ready_s"] >= 0 and row["index_built"]
     assert row["query_p50_ms"] >= row["embed_p50_ms"] > 0
     assert "500" in rendered(report)
+
+
+def test_regions_mode_compares_both_collections(bench_cli: typer.Typer, photos: Path) -> None:
+    report = run_json(
+        bench_cli,
+        "--regions", "--images", str(photos), "-n", "3", "--model", "vgg16",
+        "--repeat", "1", "--queries", "3",
+    )  # fmt: skip
+    assert report["mode"] == "regions" and report["config"]["images"] == 3
+    plain, regions = report["results"]["plain"], report["results"]["regions"]
+    for row in (plain, regions):
+        assert row["images_per_s"] > 0 and 0 < row["crop_p50_ms"] <= row["crop_p99_ms"]
+        assert row["whole_p50_ms"] > 0 and 0 <= row["crop_top1"] <= 1
+    # 400x300 photos: windows of 96 and 192 px, each at 96 px: the crop's pixels are found
+    assert report["region_rows_per_image"] == len(window_boxes(400, 300))
+    assert regions["crop_top1"] == 1.0
+    assert report["ingest_ratio"] > 0 and report["crop_query_ratio"] > 0
+    assert "Crop search" in rendered(report)
 
 
 def test_bench_without_images_fails_cleanly(bench_cli: typer.Typer, tmp_path: Path) -> None:
