@@ -64,7 +64,7 @@ class Match(BaseModel):
     verified: bool | None = Field(
         default=None,
         description="kind 'region': true when the query's pixels were found in that part of "
-        "the image (normalised cross-correlation >= 0.9 over scales 0.5-2); such results "
+        "the image (normalised cross-correlation >= 0.85 over scales 0.5-2); such results "
         "come first.",
     )
 

@@ -88,8 +88,11 @@ class ServiceRanker:
         self.originals = originals
         self.seconds = {"embed": 0.0, "search": 0.0, "verify": 0.0}
         self.verified = 0
+        self.wrongly_verified = 0  # a verified first result that is not the query's source
 
-    def rank(self, path: Path, global_rows: np.ndarray, global_scores: np.ndarray) -> list[int]:
+    def rank(
+        self, path: Path, global_rows: np.ndarray, global_scores: np.ndarray, target: int
+    ) -> list[int]:
         image = _decode(path)
         if image is None:
             return [int(r) for r in global_rows]
@@ -116,6 +119,7 @@ class ServiceRanker:
         self.seconds["search"] += t2 - t1
         self.seconds["verify"] += t3 - t2
         self.verified += any(r.verified for r in ranked)
+        self.wrongly_verified += bool(ranked) and ranked[0].verified and int(ranked[0].id) != target
         return [int(r.id) for r in ranked]
 
 
@@ -146,18 +150,20 @@ def evaluate_service(
     db, query_vectors = global_vectors
     width = max(HIT_AT)
 
-    def ranked_all(files: Sequence[Path], qv: np.ndarray, what: str) -> list[list[int]]:
+    def ranked_all(
+        files: Sequence[Path], qv: np.ndarray, goals: Sequence[int], what: str
+    ) -> list[list[int]]:
         sims = qv.astype(np.float32) @ db.astype(np.float32).T
         top = np.argsort(-sims, axis=1, kind="stable")[:, :width]
         qtick = progress(what, len(files)) if progress else None
         out = []
         for q, path in enumerate(files):
-            out.append(ranker.rank(path, top[q], sims[q, top[q]]))
+            out.append(ranker.rank(path, top[q], sims[q, top[q]], goals[q]))
             if qtick is not None:
                 qtick(1)
         return out
 
-    crop_ranked = ranked_all([c.path for c in crops], query_vectors, "service crop queries")
+    crop_ranked = ranked_all([c.path for c in crops], query_vectors, targets, "service crops")
     crop_queries = len(crops)
     crop_seconds = dict(ranker.seconds)
 
@@ -180,6 +186,7 @@ def evaluate_service(
             "verify_shortlist": per_query(crop_seconds["verify"]),
         },
         "verified_share": round(ranker.verified / max(1, crop_queries), 3),
+        "wrongly_verified": ranker.wrongly_verified,
         "regions": evaluate_crops(
             _padded(crop_ranked),
             len(paths),
@@ -192,12 +199,14 @@ def evaluate_service(
     }
     if near_duplicates is not None:
         files, qv, dup_targets, _ = near_duplicates
-        dup_ranked = ranked_all(files, qv, "service near-duplicate queries")
+        wrong_before = ranker.wrongly_verified
+        dup_ranked = ranked_all(files, qv, dup_targets, "service near-duplicates")
         sims = qv.astype(np.float32) @ db.astype(np.float32).T
         global_top1 = np.argmax(sims, axis=1)
         report["near_duplicates"] = {
             "queries": len(files),
             "hit@1_global": round(float(np.mean(global_top1 == np.asarray(dup_targets))), 4),
+            "wrongly_verified": ranker.wrongly_verified,
             "hit@1_service": round(
                 float(np.mean([r[0] == t for r, t in zip(dup_ranked, dup_targets, strict=True)])),
                 4,

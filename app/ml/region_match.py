@@ -21,6 +21,9 @@ SHORTLIST = 5  # region hits verified per query
 # A peak this high leaves no doubt: the hits after it are not verified (each costs a decode
 # and a few FFTs), they keep their place below it.
 CERTAIN_NCC = 0.97
+# The best hits that fail near their window are searched whole: the window that matched may
+# be a look-alike elsewhere in the right photo.
+WHOLE_IMAGE_CHECKS = 2
 
 
 @dataclass(frozen=True)
@@ -48,15 +51,24 @@ def verify_shortlist(
     """Image id -> verification of the first `shortlist` hits; `load(id)` gives the indexed
     image (None when it cannot be read: left unverified)."""
     out: dict[str, Verification] = {}
-    for hit in hits[:shortlist]:
+    for rank, hit in enumerate(hits[:shortlist]):
         candidate = load(hit.image_id)
         if candidate is None:
             continue
         scale = candidate.scale
         x, y, w, h = (round(v * scale) for v in hit.box)
         peak, where = locate(query.image, query.mask, candidate.rgb, (x, y, w, h))
-        found = None if where is None else tuple(round(v / scale) for v in where)
-        out[hit.image_id] = Verification(peak, found)  # type: ignore[arg-type]
+        if peak < VERIFIED_NCC and rank < WHOLE_IMAGE_CHECKS:
+            # the window may be a look-alike elsewhere in the right photo (repeated texture)
+            whole = (0, 0, candidate.rgb.width, candidate.rgb.height)
+            anywhere = locate(query.image, query.mask, candidate.rgb, whole, max(w, h))
+            if anywhere[0] > peak:
+                peak, where = anywhere
+        located = None
+        if where is not None:
+            left, top, width, height = (round(v / scale) for v in where)
+            located = (left, top, width, height)
+        out[hit.image_id] = Verification(peak, located)
         if peak >= CERTAIN_NCC:
             break
     return out

@@ -13,7 +13,7 @@ from PIL import Image
 
 SCALES = (0.5, 0.71, 1.0, 1.41, 2.0)  # the query's assumed scale relative to its source
 MIN_TEMPLATE = 16
-VERIFIED_NCC = 0.9
+VERIFIED_NCC = 0.85
 # Templates at least this small side are matched at half resolution first; the full one is
 # computed only where that reached COARSE_NCC.
 COARSE_FROM = 48
@@ -91,30 +91,48 @@ def locate(
     query_mask: Image.Image,
     candidate: Image.Image,
     box: tuple[int, int, int, int],
+    window: int | None = None,
 ) -> tuple[float, tuple[int, int, int, int] | None]:
     """Best NCC of `query` (grey, inside `query_mask`) against `candidate` near `box` (x, y, w, h
     in the candidate's pixels), over the scale pyramid, and where it peaked (a box in the
-    candidate's pixels). (-1, None) when nothing could be compared."""
+    candidate's pixels). (-1, None) when nothing could be compared. Templates larger than
+    MAX_TEMPLATE_PER_WINDOW times `window` (default: the box's side) are not tried."""
     grey = candidate.convert("L")
     query_grey = query.convert("L")
     x, y, w, h = box
+    largest = MAX_TEMPLATE_PER_WINDOW * (window or max(w, h))
     best, where = -1.0, None
     for scale in SCALES:
         size = (round(query.width / scale), round(query.height / scale))
-        if min(size) < MIN_TEMPLATE or max(size) > MAX_TEMPLATE_PER_WINDOW * max(w, h):
+        if min(size) < MIN_TEMPLATE or max(size) > largest:
             continue  # too small to tell, or far more than the window that led here
         # The window only says roughly where: the query may lie in a neighbouring one.
         margin_x, margin_y = max(size[0], w) // 2 + 1, max(size[1], h) // 2 + 1
         left, top = max(0, x - margin_x), max(0, y - margin_y)
         right = min(grey.width, x + w + margin_x)
         bottom = min(grey.height, y + h + margin_y)
-        area = np.asarray(grey.crop((left, top, right, bottom)), dtype=np.float64)
-        template = np.asarray(query_grey.resize(size, Image.Resampling.BILINEAR))
-        mask = np.asarray(query_mask.resize(size, Image.Resampling.NEAREST))
+        piece = grey.crop((left, top, right, bottom))
+        if scale < 1.0:
+            # The query is smaller than its source: compare at the query's resolution (the
+            # source shrunk as the query was), not with the query blown up and blurred.
+            shrunk = (max(1, round(piece.width * scale)), max(1, round(piece.height * scale)))
+            area = np.asarray(piece.resize(shrunk, Image.Resampling.LANCZOS), dtype=np.float64)
+            template = np.asarray(query_grey)
+            mask = np.asarray(query_mask)
+        else:
+            area = np.asarray(piece, dtype=np.float64)
+            template = np.asarray(query_grey.resize(size, Image.Resampling.BILINEAR))
+            mask = np.asarray(query_mask.resize(size, Image.Resampling.NEAREST))
         found = _peak(area, template, mask)
         if found is not None and found[0] > best:
+            factor = 1.0 / scale if scale < 1.0 else 1.0
             best = found[0]
-            where = (left + found[2], top + found[1], size[0], size[1])
+            where = (
+                left + round(found[2] * factor),
+                top + round(found[1] * factor),
+                size[0],
+                size[1],
+            )
     return best, where
 
 
