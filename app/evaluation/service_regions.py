@@ -206,7 +206,7 @@ def evaluate_service(
         report["near_duplicates"] = {
             "queries": len(files),
             "hit@1_global": round(float(np.mean(global_top1 == np.asarray(dup_targets))), 4),
-            "wrongly_verified": ranker.wrongly_verified,
+            "wrongly_verified": ranker.wrongly_verified - wrong_before,
             "hit@1_service": round(
                 float(np.mean([r[0] == t for r, t in zip(dup_ranked, dup_targets, strict=True)])),
                 4,

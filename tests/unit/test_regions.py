@@ -66,7 +66,11 @@ def test_a_circle_on_white_and_a_transparent_one_are_masked() -> None:
         assert not (mask & (np.asarray(circle) == 0)).any()
         assert 0.55 < mask.mean() < 0.785
         prepared = prepare_query(upright)
-        assert len(prepared.pixels) == 2  # whole, and the square inside the circle
+        # the square inside the circle, not the blank corners
+        x, y, w, h = largest_square(mask)
+        inner = upright.rgb.crop((x, y, x + w, y + h)).resize((WINDOW_INPUT, WINDOW_INPUT))
+        assert prepared.pixels.shape == (1, WINDOW_INPUT, WINDOW_INPUT, 3)
+        assert np.abs(prepared.pixels[0].astype(int) - np.asarray(inner)).mean() < 2
     plain = decode_upright(_upright(piece), max_side=1600, max_pixels=LIMIT)
     assert np.asarray(content_mask(plain)).min() == 255
     assert len(prepare_query(plain).pixels) == 1
