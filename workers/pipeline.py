@@ -27,6 +27,7 @@ from app.core.vectorstore import MAX_PATH_BYTES, ImageRow, VectorStore, content_
 from app.ml.device_decode import decode_jpegs, gpu_decodable
 from app.ml.encoder import Encoder
 from app.ml.imageio import ImageDecodeError, decode_image, has_image_extension
+from workers.int8_calibration import Calibrator
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -285,6 +286,9 @@ class ChunkRunner:
     # Decode JPEGs on the model's device; None: on CUDA when settings.gpu_decode. (True on
     # a CPU encoder runs the same code with torchvision's CPU decoder: how tests cover it.)
     device_decode: bool | None = None
+    # Keeps a collection's first images to calibrate its int8 model, and may switch the
+    # encoder to it partway (None: no calibration in this chunk).
+    calibrator: Calibrator | None = None
 
     @property
     def decodes_on_device(self) -> bool:
@@ -326,6 +330,8 @@ class ChunkRunner:
                     self.timings["embed"] += time.perf_counter() - started
                     self.batch_sizes.append(len(batch.sources))
                     rows = [self._row(s, v) for s, v in zip(batch.sources, vectors, strict=True)]
+                    if self.calibrator is not None:
+                        self.encoder = self.calibrator.feed(batch.pixels)
                 if in_flight is not None and not self._landed(in_flight, counts, sink):
                     return counts  # cancelled before that upsert
                 in_flight = None
@@ -338,6 +344,8 @@ class ChunkRunner:
                     break
             if in_flight is not None:
                 self._landed(in_flight, counts, sink)
+        if self.calibrator is not None:
+            self.calibrator.finish()
         return counts
 
     def _write(self, rows: list[ImageRow], sink: ChunkSink) -> bool:
