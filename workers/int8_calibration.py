@@ -48,10 +48,13 @@ class Calibrator:
     def finish(self) -> Encoder:
         """Calibrate on what was kept (at the end of a chunk, a short first load calibrates
         on what it had, if enough for the gate); the encoder to use from now on."""
-        if self._done:
-            return self.encoder
-        self._done = True
-        pixels, self._pixels = self._pixels[: self.images], []
+        if not self._done:
+            self._done = True
+            pixels, self._pixels = self._pixels[: self.images], []
+            self.encoder = self._calibrate(pixels)
+        return self.encoder
+
+    def _calibrate(self, pixels: list[np.ndarray]) -> Encoder:
         if len(pixels) < MIN_IMAGES:
             return self.encoder  # too few to judge: a later load calibrates
         store = self.int8.store
@@ -59,7 +62,8 @@ class Calibrator:
             if not mine or store.read(self.name, self.meta) is not None:
                 return self.int8.encoder(self.name, self.meta, self.encoder)
             try:
-                calibrate(store, self.name, self.meta, self.encoder, np.stack(pixels))
+                kept = np.stack(pixels)
+                calibrate(store, self.name, self.meta, self.encoder, kept, self.int8.race)
             except Exception as exc:  # int8 is an optimisation: a failure never fails the load
                 log.exception("int8 calibration of collection %s failed", self.name)
                 store.write(self.name, self.meta, failed_record(exc, len(pixels)))

@@ -130,6 +130,8 @@ def quantize(trunk: nn.Module, calibration: torch.Tensor, recipe: Recipe, image_
     )
     from nncf.quantization.range_estimator import RangeEstimatorParametersSet
 
+    if recipe.ranges not in ("minmax", "default"):
+        raise ValueError(f"unknown activation ranges {recipe.ranges!r}")
     nncf_logger.setLevel(logging.WARNING)  # it logs every layer it leaves unquantized
     model = _fp32_model(trunk, image_size)
     batches = [

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,8 +26,10 @@ from app.ml.cpu import cpu_info
 from app.ml.encoder import Encoder
 from app.ml.int8_store import Int8Record, Int8Store, int8_enabled
 from app.ml.runtime_choice import Purpose, probe_batch
+from app.ml.trunks import TrunkFn
 
 log = logging.getLogger(__name__)
+Race = Callable[[dict[str, TrunkFn], torch.Tensor], dict[str, float]]
 
 RUNTIME = "openvino-int8"
 # Images of a collection's first load that calibrate and gate its int8 model.
@@ -44,7 +47,12 @@ def usable_here(settings: Settings, encoder: Encoder) -> bool:
 
 
 def calibrate(
-    store: Int8Store, name: str, meta: CollectionMeta, encoder: Encoder, pixels: np.ndarray
+    store: Int8Store,
+    name: str,
+    meta: CollectionMeta,
+    encoder: Encoder,
+    pixels: np.ndarray,
+    race: Race = int8_gate.race,
 ) -> Int8Record:
     """Gate the int8 recipes on `pixels` (a collection's first images), time the one that
     passes against `encoder`'s runtime at its load batch, and record the verdict."""
@@ -57,7 +65,7 @@ def calibrate(
     reason = result.reason()
     if result.accepted is not None and result.fn is not None:
         own = f"{encoder.info.runtime}-{encoder.info.precision}"
-        speeds = int8_gate.race({RUNTIME: result.fn, own: encoder.runtime_fn}, x[:micro])
+        speeds = race({RUNTIME: result.fn, own: encoder.runtime_fn}, x[:micro])
         if speeds[RUNTIME] > speeds[own]:
             state = "accepted"
             int8.save(result.model, store.model_file(name, meta))
@@ -97,8 +105,9 @@ class _Loaded:
 class Int8Encoders:
     """Per process: each collection's int8 encoder, when its record accepts one."""
 
-    def __init__(self, settings: Settings, purpose: Purpose) -> None:
+    def __init__(self, settings: Settings, purpose: Purpose, race: Race = int8_gate.race) -> None:
         self.settings = settings
+        self.race = race  # how int8 is timed against the other runtime
         self.store = Int8Store(settings)
         self.purpose = purpose
         self._loaded: dict[str, _Loaded] = {}
@@ -150,7 +159,7 @@ class Int8Encoders:
             if self.purpose == "query":
                 x = probe_batch(1, base.image_size).contiguous()
                 own = f"{base.info.runtime}-{base.info.precision}"
-                speeds = int8_gate.race({RUNTIME: fn, own: base.runtime_fn}, x)
+                speeds = self.race({RUNTIME: fn, own: base.runtime_fn}, x)
                 figures = f"{RUNTIME} {speeds[RUNTIME]:.2f} vs {own} {speeds[own]:.2f} img/s"
                 if speeds[RUNTIME] <= speeds[own]:
                     loaded.note = f"queries stay on {own}: int8 not faster at batch 1 ({figures})"
