@@ -289,10 +289,11 @@ class Encoder:
         variant.info = dataclasses.replace(self.info, runtime=runtime, precision=precision)
         return variant
 
-    @property
-    def runtime_fn(self) -> TrunkFn:
-        """The trunk as this encoder runs it (normalised input to feature map)."""
-        return self._model
+    def run_trunk(self, x: torch.Tensor) -> torch.Tensor:
+        """The trunk as this encoder runs it, on normalised input `x`, under the encoder's
+        lock (safe beside `embed` in another thread; e.g. to time it)."""
+        with self._lock:
+            return self._model(x)
 
     def _trunk_spec(self, settings: Settings, weights_id: str) -> TrunkSpec:
         """What the CPU runtime is chosen for, within the precision and runtime settings."""

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
@@ -114,6 +114,7 @@ class GateResult:
     fn: TrunkFn | None  # that model compiled
     images: int
     seconds: float
+    compiled: dict[str, TrunkFn] = field(default_factory=dict)  # every recipe that ran
 
     def reason(self) -> str:
         tried = "; ".join(f.describe() for f in self.figures)
@@ -139,11 +140,13 @@ def run_gate(
     started = time.perf_counter()
     fp32 = vectors(trunk, calibration, pooling)
     figures: list[GateFigures] = []
+    compiled: dict[str, TrunkFn] = {}
     for recipe in recipes if recipes is not None else int8.recipes_for(trunk):
         try:
             model = int8.quantize(trunk, calibration, recipe, image_size)
             fn = int8.compile_model(model, image_size, threads)
             got = vectors(fn, calibration, pooling)
+            compiled[recipe.name] = fn
         except Exception as exc:  # NNCF or OpenVINO failing in any way refuses the recipe
             note = f"does not run here: {type(exc).__name__}: {exc}".splitlines()[0][:200]
             figures.append(GateFigures(recipe.name, None, None, None, None, False, note))
@@ -153,9 +156,11 @@ def run_gate(
         figures.append(verdict)
         if verdict.passed:
             seconds = round(time.perf_counter() - started, 2)
-            return GateResult(tuple(figures), recipe, model, fn, len(calibration), seconds)
+            return GateResult(
+                tuple(figures), recipe, model, fn, len(calibration), seconds, compiled
+            )
     seconds = round(time.perf_counter() - started, 2)
-    return GateResult(tuple(figures), None, None, None, len(calibration), seconds)
+    return GateResult(tuple(figures), None, None, None, len(calibration), seconds, compiled)
 
 
 def race(contenders: dict[str, TrunkFn], x: torch.Tensor) -> dict[str, float]:

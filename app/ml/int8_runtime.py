@@ -65,7 +65,7 @@ def calibrate(
     reason = result.reason()
     if result.accepted is not None and result.fn is not None:
         own = f"{encoder.info.runtime}-{encoder.info.precision}"
-        speeds = race({RUNTIME: result.fn, own: encoder.runtime_fn}, x[:micro])
+        speeds = race({RUNTIME: result.fn, own: encoder.run_trunk}, x[:micro])
         if speeds[RUNTIME] > speeds[own]:
             state = "accepted"
             int8.save(result.model, store.model_file(name, meta))
@@ -143,9 +143,13 @@ class Int8Encoders:
             return base
         if loaded.encoder is not None:
             return loaded.encoder
+        with self._lock:  # one build per record; a failed one is not retried
+            started, loaded.note = bool(loaded.note), loaded.note or "building the int8 model"
+        if started:
+            return loaded.encoder or base
         if self.purpose == "batch":
             self._build(loaded, name, meta, base)
-        elif not loaded.note:
+        else:
             loaded.note = "timing int8 against the query runtime"
             args = (loaded, name, meta, base)
             threading.Thread(target=self._build, args=args, name="int8-build", daemon=True).start()
@@ -159,12 +163,14 @@ class Int8Encoders:
             if self.purpose == "query":
                 x = probe_batch(1, base.image_size).contiguous()
                 own = f"{base.info.runtime}-{base.info.precision}"
-                speeds = self.race({RUNTIME: fn, own: base.runtime_fn}, x)
+                speeds = self.race({RUNTIME: fn, own: base.run_trunk}, x)
                 figures = f"{RUNTIME} {speeds[RUNTIME]:.2f} vs {own} {speeds[own]:.2f} img/s"
                 if speeds[RUNTIME] <= speeds[own]:
                     loaded.note = f"queries stay on {own}: int8 not faster at batch 1 ({figures})"
                     return
                 loaded.note = f"queries run int8 ({figures} at batch 1)"
+            else:
+                loaded.note = f"loads run int8 at batch {loaded.record.micro_batch}"
             micro = 1 if self.purpose == "query" else loaded.record.micro_batch
             loaded.encoder = base.with_runtime(fn, RUNTIME, "int8", micro)
         except Exception as exc:  # a model that does not load here is not used
