@@ -24,7 +24,7 @@ from app.core.vectorstore import CollectionMeta
 from app.ml import int8, int8_gate
 from app.ml.cpu import cpu_info
 from app.ml.encoder import Encoder
-from app.ml.int8_store import Int8Record, Int8Store, int8_enabled
+from app.ml.int8_store import Int8Record, Int8State, Int8Store, int8_enabled
 from app.ml.runtime_choice import Purpose, probe_batch
 from app.ml.trunks import TrunkFn
 
@@ -61,11 +61,13 @@ def calibrate(
     result = int8_gate.run_gate(encoder.trunk, x, encoder.pooling, encoder.image_size, threads)
     speeds: dict[str, float] = {}
     micro = min(encoder.micro_batch, len(x))
-    state: Any = "refused"
+    state: Int8State = "refused"
     reason = result.reason()
     if result.accepted is not None and result.fn is not None:
         own = f"{encoder.info.runtime}-{encoder.info.precision}"
-        speeds = race({RUNTIME: result.fn, own: encoder.run_trunk}, x[:micro])
+        # channels-last, as the encoder feeds its runtime
+        timed = x[:micro].contiguous(memory_format=torch.channels_last)
+        speeds = race({RUNTIME: result.fn, own: encoder.run_trunk}, timed)
         if speeds[RUNTIME] > speeds[own]:
             state = "accepted"
             int8.save(result.model, store.model_file(name, meta))
@@ -161,7 +163,7 @@ class Int8Encoders:
                 self.store.model_file(name, meta), base.image_size, torch.get_num_threads()
             )
             if self.purpose == "query":
-                x = probe_batch(1, base.image_size).contiguous()
+                x = probe_batch(1, base.image_size)
                 own = f"{base.info.runtime}-{base.info.precision}"
                 speeds = self.race({RUNTIME: fn, own: base.run_trunk}, x)
                 figures = f"{RUNTIME} {speeds[RUNTIME]:.2f} vs {own} {speeds[own]:.2f} img/s"
