@@ -88,6 +88,7 @@ def run_check(
         "calibration": len(calib),
         "runtime": f"{encoder.info.runtime} {encoder.info.precision}",
         "recipes": figures,
+        "gate_seconds": [r.seconds for r in results],  # calibration + gate, per run_gate
         "images_per_s": timing,
     }
 
@@ -128,6 +129,8 @@ def _print(report: dict[str, Any]) -> None:
                 f"  all images: top-10 {row['folder_overlap']:.3f} mixed {row['folder_mixed']:.3f}"
             )
         typer.echo(line + (f"  ({row['note']})" if row["note"] else ""))
+    seconds = " + ".join(f"{s:.0f}" for s in report["gate_seconds"])
+    typer.echo(f"  quantizing and gating took {seconds} s")
     for batch, speeds in report["images_per_s"].items():
         typer.echo(f"  {batch}: " + ", ".join(f"{k} {v:.2f} img/s" for k, v in speeds.items()))
 
