@@ -256,3 +256,46 @@ def test_int8_off_or_without_nncf_uses_the_collections_runtime(
     monkeypatch.setattr(int8, "nncf_available", lambda: False)
     assert not int8_runtime.usable_here(local, encoder)
     assert Int8Encoders(local, "batch").encoder("photos", meta, encoder) is encoder
+
+
+def test_int8_check_reports_the_gate_the_folder_and_the_speeds_as_json(
+    settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+
+    import typer
+    from typer.testing import CliRunner
+
+    from app.core.config import get_settings
+    from app.measure.int8_check import register
+    from tests.imagegen import jpeg_bytes
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i in range(MIN_IMAGES + 4):
+        (folder / f"{i:02d}.jpg").write_bytes(jpeg_bytes(distinct_image(300 + i)))
+    app = typer.Typer()
+
+    @app.callback()
+    def main() -> None:
+        """picsearch"""
+
+    register(app)
+    env = {"DEVICE": "cpu", "IMAGE_SIZE": str(SIZE), "TORCH_THREADS": "2", "CPU_RUNTIME": "eager"}
+    for key, value in {**env, "RUNTIME_CACHE_DIR": str(settings.runtime_cache_dir)}.items():
+        monkeypatch.setenv(f"PICSEARCH_{key}", value)
+    get_settings.cache_clear()
+    try:
+        args = ["int8-check", "--images", str(folder), "--weights", "random"]
+        args += ["--calibration", str(MIN_IMAGES), "--recipes", "minmax", "--json"]
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 0, result.output
+        report = json.loads(result.stdout)
+    finally:
+        get_settings.cache_clear()
+    assert (report["images"], report["calibration"]) == (MIN_IMAGES + 4, MIN_IMAGES)
+    (row,) = report["recipes"]
+    assert row["recipe"] == "minmax" and row["passed"]
+    assert 0.9 < row["folder_overlap"] <= 1.0
+    assert set(report["images_per_s"]) == {"batch 1", "batch 8"}
+    assert len(report["images_per_s"]["batch 1"]) == 3  # int8, the runtime, eager fp32
