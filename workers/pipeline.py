@@ -321,6 +321,8 @@ class ChunkRunner:
                 self.timings["decode_wait"] += time.perf_counter() - started
                 if batch is None:
                     break
+                if self.calibrator is not None and batch.sources:
+                    self.encoder = self.calibrator.feed(batch.pixels)  # may switch to int8
                 counts.failed += len(batch.errors)
                 counts.processed += len(batch.errors)
                 rows: list[ImageRow] = []
@@ -330,8 +332,6 @@ class ChunkRunner:
                     self.timings["embed"] += time.perf_counter() - started
                     self.batch_sizes.append(len(batch.sources))
                     rows = [self._row(s, v) for s, v in zip(batch.sources, vectors, strict=True)]
-                    if self.calibrator is not None:
-                        self.encoder = self.calibrator.feed(batch.pixels)
                 if in_flight is not None and not self._landed(in_flight, counts, sink):
                     return counts  # cancelled before that upsert
                 in_flight = None
