@@ -15,7 +15,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol, TypeVar
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 import numpy as np
 import torch
@@ -27,11 +27,13 @@ from app.core.vectorstore import MAX_PATH_BYTES, ImageRow, VectorStore, content_
 from app.ml.device_decode import decode_jpegs, gpu_decodable
 from app.ml.encoder import Encoder
 from app.ml.imageio import ImageDecodeError, decode_image, has_image_extension
-from workers.int8_calibration import Calibrator
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 R = TypeVar("R")
+
+if TYPE_CHECKING:
+    from workers.int8_calibration import Calibrator
 
 
 # -- scan -------------------------------------------------------------------------------------
