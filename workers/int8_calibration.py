@@ -1,9 +1,10 @@
 """A collection's int8 calibration during its first load, in the worker that embeds it.
 
-The first `CALIBRATION_IMAGES` images the load decodes are kept (their vectors are written
-as usual, with the collection's own runtime: the gate's mixed figure checks that int8
+The first `CALIBRATION_IMAGES` images the load decodes are kept (each batch before it is
+embedded, with the collection's own runtime: the gate's mixed figure checks that int8
 vectors and those fp32 ones find the same neighbours); then the int8 recipes are gated on
-them and, if one passes and is faster, the rest of the load runs int8. One worker process
+them and, if one passes and is faster, the batch that completed them and the rest of the
+load run int8. One worker process
 calibrates a collection at a time; the others go on with the collection's own runtime.
 """
 

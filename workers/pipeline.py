@@ -288,8 +288,8 @@ class ChunkRunner:
     # Decode JPEGs on the model's device; None: on CUDA when settings.gpu_decode. (True on
     # a CPU encoder runs the same code with torchvision's CPU decoder: how tests cover it.)
     device_decode: bool | None = None
-    # Keeps a collection's first images to calibrate its int8 model, and may switch the
-    # encoder to it partway (None: no calibration in this chunk).
+    # Takes each batch before it is embedded, to calibrate the collection's int8 model on
+    # its first images, and may switch the encoder to it partway (None: not in this chunk).
     calibrator: Calibrator | None = None
 
     @property
