@@ -24,6 +24,7 @@ from app.bench import register as register_bench
 from app.core.config import get_settings
 from app.core.errors import ConfigurationError
 from app.evaluation import register as register_eval
+from app.measure.int8_check import register as register_int8_check
 
 cli = typer.Typer(
     name="picsearch",
@@ -35,6 +36,7 @@ console = Console()
 err = Console(stderr=True)
 register_bench(cli)
 register_eval(cli)
+register_int8_check(cli)
 
 ApiOption = Annotated[
     str | None,

@@ -28,6 +28,7 @@ from app.core.jobs import JobStore, redis_client
 from app.core.logging import configure_logging
 from app.core.metrics import ApiMetrics, RedisCollector
 from app.ml.encoder import Encoder
+from app.ml.int8_runtime import Int8Encoders
 from app.ml.registry import CollectionRegistry, EncoderRegistry, meta_for
 
 log = logging.getLogger(__name__)
@@ -61,6 +62,7 @@ def build_services(settings: Settings, metrics: ApiMetrics) -> Services:
         tasks=producer,
         model_pool=ThreadPoolExecutor(1, "embed"),
         metrics=metrics,
+        int8=Int8Encoders(settings, "query"),
     )
 
 

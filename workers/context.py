@@ -14,7 +14,9 @@ from app.core.logging import configure_logging
 from app.core.metrics import WorkerMetrics
 from app.core.vectorstore import VectorStore
 from app.ml.encoder import Encoder
+from app.ml.int8_runtime import Int8Encoders, usable_here
 from app.ml.registry import CollectionRegistry, EncoderRegistry, meta_for
+from workers.int8_calibration import Calibrator
 
 log = logging.getLogger(__name__)
 
@@ -26,14 +28,26 @@ class WorkerContext:
     collections: CollectionRegistry
     jobs: JobStore
     metrics: WorkerMetrics
+    int8: Int8Encoders
 
     def for_job(self, collection: str) -> JobTools:
-        """The store, encoder and settings (image size etc.) for a job's collection."""
+        """The store, encoder and settings (image size etc.) for a job's collection; the
+        encoder is the collection's int8 one when it has one, and a collection with no int8
+        verdict yet gets a calibrator."""
         store = self.collections.get(collection)
+        base = self.encoders.for_collection(store.meta)
+        encoder = self.int8.encoder(store.name, store.meta, base)
+        calibrator = None
+        if (
+            usable_here(self.settings, base)
+            and self.int8.store.read(store.name, store.meta) is None
+        ):
+            calibrator = Calibrator(self.int8, store.name, store.meta, base)
         return JobTools(
             store=store,
-            encoder=self.encoders.for_collection(store.meta),
+            encoder=encoder,
             settings=self.encoders.settings_for(store.meta),
+            calibrator=calibrator,
         )
 
 
@@ -42,6 +56,7 @@ class JobTools:
     store: VectorStore
     encoder: Encoder
     settings: Settings
+    calibrator: Calibrator | None = None
 
 
 _context: WorkerContext | None = None
@@ -63,6 +78,7 @@ def build_context(settings: Settings) -> WorkerContext:
         CollectionRegistry(settings, meta_for(encoder, settings)),
         jobs,
         WorkerMetrics(jobs.r, socket.gethostname()),
+        Int8Encoders(settings, "batch"),
     )
 
 

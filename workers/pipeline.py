@@ -15,7 +15,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol, TypeVar
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 import numpy as np
 import torch
@@ -33,6 +33,9 @@ from app.ml.regions import Windows, embed_windows, region_windows
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 R = TypeVar("R")
+
+if TYPE_CHECKING:
+    from workers.int8_calibration import Calibrator
 
 
 # -- scan -------------------------------------------------------------------------------------
@@ -291,6 +294,9 @@ class ChunkRunner:
     # Decode JPEGs on the model's device; None: on CUDA when settings.gpu_decode. (True on
     # a CPU encoder runs the same code with torchvision's CPU decoder: how tests cover it.)
     device_decode: bool | None = None
+    # Takes each batch before it is embedded, to calibrate the collection's int8 model on
+    # its first images, and may switch the encoder to it partway (None: not in this chunk).
+    calibrator: Calibrator | None = None
 
     @property
     def decodes_on_device(self) -> bool:
@@ -323,6 +329,8 @@ class ChunkRunner:
                 self.timings["decode_wait"] += time.perf_counter() - started
                 if batch is None:
                     break
+                if self.calibrator is not None and batch.sources:
+                    self.encoder = self.calibrator.feed(batch.pixels)  # may switch to int8
                 counts.failed += len(batch.errors)
                 counts.processed += len(batch.errors)
                 rows: list[ImageRow] = []
@@ -348,6 +356,8 @@ class ChunkRunner:
                     break
             if in_flight is not None:
                 self._landed(in_flight, counts, sink)
+        if self.calibrator is not None:
+            self.calibrator.finish()
         return counts
 
     def _write(

@@ -174,7 +174,9 @@ def embed_chunk_task(job_id: str, index: int, files: list[str]) -> None:
         fail_job(ctx.jobs, job_id, exc.message)
         return
     if not JobState(fields["state"]).terminal:
-        runner = ChunkRunner(tools.settings, tools.encoder, tools.store, job_id)
+        runner = ChunkRunner(
+            tools.settings, tools.encoder, tools.store, job_id, calibrator=tools.calibrator
+        )
         try:
             counts = runner.run(files, RedisSink(ctx, job_id, index, tools.store.name))
         except CollectionMismatch as exc:

@@ -18,6 +18,7 @@ from app.core.metrics import ApiMetrics
 from app.core.vectorstore import VectorStore
 from app.ml.batcher import MicroBatcher
 from app.ml.encoder import Encoder
+from app.ml.int8_runtime import Int8Encoders
 from app.ml.registry import CollectionRegistry, EncoderRegistry
 
 
@@ -30,6 +31,7 @@ class Services:
     tasks: Celery  # a producer only: sends tasks by name, imports no worker code
     model_pool: ThreadPoolExecutor  # one model thread: forward passes never contend
     metrics: ApiMetrics
+    int8: Int8Encoders
     batchers: dict[int, MicroBatcher] = field(default_factory=dict)
 
     @property
@@ -41,6 +43,13 @@ class Services:
     def encoder(self) -> Encoder:
         """The configured (default) encoder."""
         return self.encoders.default
+
+    def query_encoder(self, store: VectorStore) -> Encoder:
+        """The encoder that embeds queries of `store`'s collection: its int8 one when that
+        passed the gate and runs faster here, else the one its model and recipe make.
+        Blocking (may build an encoder): call it from a worker thread."""
+        base = self.encoders.for_collection(store.meta)
+        return self.int8.encoder(store.name, store.meta, base)
 
     def batcher(self, encoder: Encoder) -> MicroBatcher:
         """The micro-batcher of `encoder` (concurrent queries share forward passes)."""

@@ -124,6 +124,34 @@ class CpuRuntimeInfo(BaseModel):
     trials: list[RuntimeTrialInfo]
 
 
+class Int8GateInfo(BaseModel):
+    recipe: str
+    overlap: float | None = Field(description="Mean top-10 neighbour overlap, int8 vs fp32.")
+    mixed_overlap: float | None = Field(
+        description="The same with fp32 queries against int8 vectors (and the reverse; the lower)."
+    )
+    mean_cosine: float | None
+    min_cosine: float | None
+    passed: bool
+    note: str
+
+
+class Int8Info(BaseModel):
+    """The collection's int8 verdict, reached on the first images of its first load."""
+
+    state: Literal["accepted", "refused"]
+    in_use: bool = Field(description="Whether this API process runs the collection's queries int8.")
+    reason: str
+    recipe: str | None = Field(description="The recipe that passed the gate, if one did.")
+    figures: list[Int8GateInfo] = Field(description="Every recipe tried, in order.")
+    images_per_s: dict[str, float] = Field(description="int8 vs the collection's own runtime.")
+    micro_batch: int
+    calibration_images: int
+    cpu: str = Field(description="The CPU of the worker that calibrated and timed it.")
+    seconds: float
+    note: str = Field(description="What this API process does with it.")
+
+
 class Stats(BaseModel):
     collection: str
     count: int = Field(description="Vectors in the collection.")
@@ -143,6 +171,10 @@ class Stats(BaseModel):
     runtime: str = Field(description="How queries run the model: e.g. openvino, cuda-autocast.")
     cpu_runtime: CpuRuntimeInfo | None = Field(
         default=None, description="On a CPU: what was measured and chosen, and why."
+    )
+    int8: Int8Info | None = Field(
+        default=None,
+        description="On a CPU: the collection's int8 verdict; null before its first load.",
     )
     milvus: str = Field(description="'embedded' (Milvus Lite) or the server URI.")
     max_upload_bytes: int = Field(description="Largest accepted search upload.")

@@ -61,7 +61,7 @@ def _write_row(services: Services, store: VectorStore, row: ImageRow) -> None:
 async def add_upload(services: Services, store: VectorStore, data: bytes) -> ImageAdded:
     """Store and index uploaded image bytes in `store`; a no-op if already indexed unchanged."""
     settings = services.settings
-    encoder = await run_in_threadpool(services.encoders.for_collection, store.meta)
+    encoder = await run_in_threadpool(services.query_encoder, store)
     image = await run_in_threadpool(decode_upload, encoder, data, settings.max_image_pixels)
     path = await run_in_threadpool(store_bytes, settings.uploads_dir, data, image.format)
     ident = image_id(str(path))

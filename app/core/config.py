@@ -16,6 +16,7 @@ ModelName = Literal["vgg16", "mobilenet_v2"]
 Pooling = Literal["mac", "spoc", "gem"]
 DeviceChoice = Literal["auto", "cuda", "cpu"]
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
+Int8Choice = Literal["auto", "off"]
 CpuRuntime = Literal["auto", "eager", "onednn-prepacked", "openvino"]
 IndexType = Literal["auto", "FLAT", "IVF_FLAT", "HNSW"]
 SearchConsistency = Literal["Strong", "Session", "Bounded", "Eventually"]
@@ -137,6 +138,13 @@ class Settings(BaseSettings):
         "supports (eager PyTorch, prepacked oneDNN, OpenVINO; fp32 and, with hardware bf16, "
         "bf16 unless PICSEARCH_PRECISION says otherwise) once per machine and keeps the "
         "fastest whose vectors agree with eager fp32; a name restricts the choice to it.",
+    )
+    int8: Int8Choice = Field(
+        default="auto",
+        description="CPU only: 'auto' quantizes a collection's model to int8 (OpenVINO + NNCF) "
+        "on the first images of its first load and uses it if its vectors pass the accuracy "
+        "gate and it is faster here; 'off' never does. A fixed PICSEARCH_PRECISION also "
+        "means no int8.",
     )
     runtime_cache_dir: Path | None = Field(
         default=None,

@@ -5,6 +5,8 @@ Built once per process (worker child or API lifespan), never at import time.
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import hashlib
 import logging
 import os
@@ -274,6 +276,24 @@ class Encoder:
         if self.info.random_weights:
             log.warning("RANDOM WEIGHTS: vectors are not semantically meaningful (tests only)")
         log.info("encoder ready: %s", self.info)
+
+    def with_runtime(self, fn: TrunkFn, runtime: str, precision: str, micro_batch: int) -> Encoder:
+        """A copy of this encoder whose trunk runs as `fn` (e.g. a collection's int8 model);
+        weights, pooling and everything recorded on a collection stay the same."""
+        if self.device.type != "cpu":
+            raise ConfigurationError("another trunk runtime is only for CPU encoders")
+        variant = copy.copy(self)
+        variant._model = variant._forward = fn
+        variant.micro_batch = micro_batch
+        variant._lock = threading.Lock()  # its own model: its own lock
+        variant.info = dataclasses.replace(self.info, runtime=runtime, precision=precision)
+        return variant
+
+    def run_trunk(self, x: torch.Tensor) -> torch.Tensor:
+        """The trunk as this encoder runs it, on normalised input `x`, under the encoder's
+        lock (safe beside `embed` in another thread; e.g. to time it)."""
+        with self._lock:
+            return self._model(x)
 
     def _trunk_spec(self, settings: Settings, weights_id: str) -> TrunkSpec:
         """What the CPU runtime is chosen for, within the precision and runtime settings."""

@@ -244,12 +244,16 @@ def openvino_trunk(
     hint = {torch.float32: "f32", torch.bfloat16: "bf16"}.get(dtype)
     if hint is None:
         raise ConfigurationError(f"OpenVINO runs fp32 or bf16 here, not {dtype}")
-    config = {
-        "INFERENCE_PRECISION_HINT": hint,
+    return OpenVinoTrunk(core, model, openvino_config(hint, threads), image_size)
+
+
+def openvino_config(precision_hint: str, threads: int) -> dict[str, Any]:
+    """How every OpenVINO trunk is compiled: one stream, `threads` threads, unpinned."""
+    return {
+        "INFERENCE_PRECISION_HINT": precision_hint,
         "INFERENCE_NUM_THREADS": threads,
         "NUM_STREAMS": 1,
         "PERFORMANCE_HINT": "LATENCY",
         # other processes (API beside worker) share the cores: do not pin threads to them
         "ENABLE_CPU_PINNING": False,
     }
-    return OpenVinoTrunk(core, model, config, image_size)

@@ -21,10 +21,13 @@ import pytest
 from app.core.config import Settings
 from app.core.jobs import ChunkCounts, FileError
 from app.core.vectorstore import VectorStore, image_id
+from app.ml import int8
 from app.ml.encoder import Encoder
+from app.ml.int8_runtime import RUNTIME, Int8Encoders
 from app.ml.registry import meta_for
 from tests.conftest import RunningStack
 from tests.imagegen import distinct_image, jpeg_bytes
+from workers.int8_calibration import Calibrator
 from workers.pipeline import ChunkRunner
 
 DEVICE = os.environ.get("PICSEARCH_TEST_DEVICE", "cpu")
@@ -148,3 +151,42 @@ def test_cancel_stops_after_the_batch_in_flight(
     counts = _run(encoder, store, folder, device_decode=True, sink=sink)
     assert counts.indexed == 3 and counts.processed == 3
     assert store.count() == 3  # nothing written after the cancel was seen
+
+
+@pytest.mark.skipif(not int8.nncf_available(), reason="OpenVINO/NNCF not installed")
+def test_first_load_calibrates_int8_and_embeds_the_rest_with_it(
+    stack: RunningStack, tmp_path: Path
+) -> None:
+    """The chunk's first images are embedded as usual and calibrate the collection's int8
+    model; once it passes the gate (and, here, is declared faster) the chunk goes on int8."""
+    settings = _settings(
+        model="vgg16", pooling="gem", precision="auto", image_size=64, batch_size=8,
+        data_dir=tmp_path / "data", cpu_runtime="eager",
+    )  # fmt: skip
+    encoder = Encoder(settings)
+    store_settings = stack.settings.model_copy(
+        update={"model": "vgg16", "pooling": "gem", "image_size": 64}
+    )
+    store = VectorStore(store_settings, meta_for(encoder, settings), f"pipe_{secrets.token_hex(4)}")
+    store.ensure_collection()
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i in range(40):
+        (folder / f"{i:02d}.jpg").write_bytes(jpeg_bytes(distinct_image(200 + i), 90))
+    int8s = Int8Encoders(settings, "batch", lambda contenders, _: {
+        name: 2.0 if name == RUNTIME else 1.0 for name in contenders
+    })  # fmt: skip
+    calibrator = Calibrator(int8s, store.name, store.meta, encoder)
+    calibrator.images = 24
+    runner = ChunkRunner(settings, encoder, store, job_id="j1", calibrator=calibrator)
+    try:
+        files = sorted(str(p.resolve()) for p in folder.iterdir())
+        counts = runner.run(files, Sink())
+        assert (counts.indexed, counts.failed) == (40, 0)
+        rows = store.conn.client().get(store.name, ids=[image_id(f) for f in files])
+        assert len(rows) == 40  # the fp32 vectors of the first images and the int8 rest
+        assert runner.encoder.info.runtime == RUNTIME
+        record = int8s.store.read(store.name, store.meta)
+        assert record is not None and record.accepted and record.calibration_images == 24
+    finally:
+        store.drop()

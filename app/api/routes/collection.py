@@ -18,6 +18,7 @@ from app.api.schemas import (
     CollectionList,
     CpuRuntimeInfo,
     DropResult,
+    Int8Info,
     RuntimeTrialInfo,
     Stats,
 )
@@ -41,8 +42,9 @@ CollectionName = Annotated[str, PathParam(pattern=COLLECTION_NAME)]
 def stats(services: ServicesDep, store: CollectionDep) -> Stats:
     """Vector count and what produced the vectors (model, weights, recipe, index)."""
     meta = store.meta
-    encoder = services.encoders.for_collection(meta)
+    encoder = services.query_encoder(store)
     settings = services.settings
+    int8 = services.int8.state(store.name, meta)
     return Stats(
         collection=store.name,
         count=store.count(),
@@ -58,6 +60,7 @@ def stats(services: ServicesDep, store: CollectionDep) -> Stats:
         precision=encoder.info.precision,
         runtime=encoder.info.runtime,
         cpu_runtime=cpu_runtime_info(encoder.runtime_report),
+        int8=Int8Info.model_validate(int8) if int8 else None,
         milvus="embedded" if settings.milvus_is_embedded else settings.milvus_dsn,
         max_upload_bytes=settings.max_upload_bytes,
         api_key_required=settings.api_key is not None,
@@ -99,6 +102,8 @@ def drop_store(services: Services, store: VectorStore) -> DropResult:
     with services.jobs.writer_lock(store.name, services.settings.single_writer):
         count = store.count() if store.stored_meta() == store.meta else 0
         store.drop()
+        services.int8.store.remove(store.name)
+        services.int8.forget(store.name)
         if store.name == services.collections.default_name:
             store.ensure_collection()
         else:

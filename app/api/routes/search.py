@@ -159,7 +159,7 @@ def _region_query(data: bytes, settings: Settings) -> RegionQuery:
 
 async def embed_query(services: Services, store: VectorStore, data: bytes) -> np.ndarray:
     """The vector of uploaded image bytes, embedded with `store`'s own model."""
-    encoder = await run_in_threadpool(services.encoders.for_collection, store.meta)
+    encoder = await run_in_threadpool(services.query_encoder, store)
     pixels = await run_in_threadpool(
         _decode_query, encoder, data, services.settings.max_image_pixels
     )
@@ -200,7 +200,7 @@ async def search(
     options = SearchOptions(top_k, min_score, folder, collapse_duplicates)
     data = await read_upload(image, services.settings.max_upload_bytes)
     store = await run_in_threadpool(services.collections.get, collection)
-    encoder = await run_in_threadpool(services.encoders.for_collection, store.meta)
+    encoder = await run_in_threadpool(services.query_encoder, store)
     t0 = time.perf_counter()
     pixels = await run_in_threadpool(
         _decode_query, encoder, data, services.settings.max_image_pixels
