@@ -40,6 +40,8 @@ class WorkerContext:
         calibrator = None
         if (
             usable_here(self.settings, base)
+            # the gate measures global vectors, not region windows: those stay unquantized
+            and not store.meta.regions
             and self.int8.store.read(store.name, store.meta) is None
         ):
             calibrator = Calibrator(self.int8, store.name, store.meta, base)
