@@ -24,6 +24,9 @@ CERTAIN_NCC = 0.97
 # The best hits that fail near their window are searched whole: the window that matched may
 # be a look-alike elsewhere in the right photo.
 WHOLE_IMAGE_CHECKS = 2
+# A query found covering this much of a photo is a copy of the whole photo: it is reported
+# as an image match (first, since verified), not as a region.
+WHOLE_SHARE = 0.8
 
 
 @dataclass(frozen=True)
@@ -86,17 +89,22 @@ def merge(
         (i for i, c in checks.items() if c.peak >= VERIFIED_NCC and i in by_id),
         key=lambda i: -checks[i].peak,
     )
-    out = [
-        Ranked(
-            i,
-            by_id[i].score,
-            checks[i].box or by_id[i].box,
-            by_id[i].image_size,
-            verified=True,
-            correlation=checks[i].peak,
-        )
-        for i in verified
-    ]
+    out = []
+    for i in verified:
+        box = checks[i].box or by_id[i].box
+        if _most_of(box, by_id[i].image_size):  # a copy of the whole photo, not of a part
+            out.append(Ranked(i, by_id[i].score, correlation=checks[i].peak))
+        else:
+            out.append(
+                Ranked(
+                    i,
+                    by_id[i].score,
+                    box,
+                    by_id[i].image_size,
+                    verified=True,
+                    correlation=checks[i].peak,
+                )
+            )
     seen = set(verified)
     for image_id, score in global_hits:
         if image_id not in seen:
@@ -109,3 +117,8 @@ def merge(
             peak = None if check is None else check.peak
             out.append(Ranked(hit.image_id, hit.score, hit.box, hit.image_size, correlation=peak))
     return out
+
+
+def _most_of(box: tuple[int, int, int, int], image_size: tuple[int, int]) -> bool:
+    width, height = image_size
+    return width * height > 0 and box[2] * box[3] >= WHOLE_SHARE * width * height
