@@ -17,7 +17,11 @@ from starlette.concurrency import run_in_threadpool
 from app.api.deps import Services
 from app.api.routes.search import decode_upload
 from app.api.schemas import ImageAdded
+from app.core.config import Settings
+from app.core.regionstore import ImageRegions
 from app.core.vectorstore import ImageRow, VectorStore, content_hash, image_id
+from app.ml.encoder import Encoder
+from app.ml.regions import embed_windows, region_windows
 
 UPLOAD_JOB_ID = "upload"  # the job_id recorded on rows written by an upload
 EXTENSIONS = {
@@ -52,10 +56,19 @@ def store_bytes(folder: Path, data: bytes, fmt: str) -> Path:
     return target.resolve()
 
 
-def _write_row(services: Services, store: VectorStore, row: ImageRow) -> None:
+def _write_row(
+    services: Services, store: VectorStore, row: ImageRow, regions: dict[str, ImageRegions]
+) -> None:
     with services.jobs.writer_lock(store.name, services.settings.single_writer):
-        store.upsert([row])
+        store.upsert([row], regions)
     store.await_searchable()
+
+
+def _regions(
+    data: bytes, ident: str, encoder: Encoder, settings: Settings
+) -> dict[str, ImageRegions]:
+    """The region rows of an upload to a collection with regions, as a load makes them."""
+    return embed_windows(encoder, {ident: region_windows(data, settings)})
 
 
 async def add_upload(services: Services, store: VectorStore, data: bytes) -> ImageAdded:
@@ -79,5 +92,8 @@ async def add_upload(services: Services, store: VectorStore, data: bytes) -> Ima
         content_hash=content_hash(data),
         job_id=UPLOAD_JOB_ID,
     )
-    await run_in_threadpool(_write_row, services, store, row)
+    regions: dict[str, ImageRegions] = {}
+    if store.regions is not None:
+        regions = await run_in_threadpool(_regions, data, ident, encoder, settings)
+    await run_in_threadpool(_write_row, services, store, row, regions)
     return ImageAdded(id=ident, path=str(path), collection=store.name, created=True)

@@ -116,6 +116,24 @@ def test_crop_finds_its_source_with_the_box(stack: RunningStack, collection: lis
         assert whole["id"] == _rid(source) and whole["match"]["kind"] == "image"
 
 
+def test_an_added_upload_gets_its_regions(stack: RunningStack, collection: list[Path]) -> None:
+    photo = distinct_image(7123)
+    with stack.client() as client:
+        before = _stats(client)["region_count"]
+        added = client.post(
+            "/api/v1/images",
+            files={"image": ("new.png", _png(photo), "image/png")},
+            data={"collection": NAME},
+        )
+        assert added.status_code in (200, 201), added.text
+        assert _stats(client)["region_count"] == before + WINDOWS
+        top = _search(client, _png(photo.crop((200, 30, 300, 130))))[0]
+        assert top["id"] == added.json()["id"] and top["match"]["verified"] is True
+        gone = client.delete(f"/api/v1/images/{added.json()['id']}", params={"collection": NAME})
+        assert gone.status_code == 200
+        assert _stats(client)["region_count"] == before
+
+
 def test_reload_and_change_replace_regions(stack: RunningStack, collection: list[Path]) -> None:
     folder = collection[0].parent
     job = _load(stack, folder)
