@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from app.core.regionstore import RegionHit
 from app.ml.imageio import UprightImage
-from app.ml.regions import RegionQuery
+from app.ml.regions import WINDOW_SIDES, RegionQuery
 from app.ml.verify import VERIFIED_NCC, locate
 
 SHORTLIST = 5  # region hits verified per query
@@ -24,6 +24,10 @@ CERTAIN_NCC = 0.97
 # The best hits that fail near their window are searched whole: the window that matched may
 # be a look-alike elsewhere in the right photo.
 WHOLE_IMAGE_CHECKS = 2
+# A query larger than this (longest side, px) is no small detail: only the first two photos
+# are checked, near their window (a whole photo as query costs ~8x a plain search otherwise).
+DETAIL_MAX_SIDE = 2 * max(WINDOW_SIDES)
+LARGE_QUERY_SHORTLIST = 2
 # A query found covering this much of a photo is a copy of the whole photo: it is reported
 # as an image match (first, since verified), not as a region.
 WHOLE_SHARE = 0.8
@@ -54,6 +58,9 @@ def verify_shortlist(
     """Image id -> verification of the first `shortlist` hits; `load(id)` gives the indexed
     image (None when it cannot be read: left unverified)."""
     out: dict[str, Verification] = {}
+    detail = max(query.image.size) <= DETAIL_MAX_SIDE
+    if not detail:
+        shortlist = min(shortlist, LARGE_QUERY_SHORTLIST)
     for rank, hit in enumerate(hits[:shortlist]):
         candidate = load(hit.image_id)
         if candidate is None:
@@ -61,7 +68,7 @@ def verify_shortlist(
         scale = candidate.scale
         x, y, w, h = (round(v * scale) for v in hit.box)
         peak, where = locate(query.image, query.mask, candidate.rgb, (x, y, w, h))
-        if peak < VERIFIED_NCC and rank < WHOLE_IMAGE_CHECKS:
+        if peak < VERIFIED_NCC and detail and rank < WHOLE_IMAGE_CHECKS:
             # the window may be a look-alike elsewhere in the right photo (repeated texture)
             whole = (0, 0, candidate.rgb.width, candidate.rgb.height)
             anywhere = locate(query.image, query.mask, candidate.rgb, whole, max(w, h))
