@@ -298,4 +298,7 @@ def test_int8_check_reports_the_gate_the_folder_and_the_speeds_as_json(
     assert row["recipe"] == "minmax" and row["passed"]
     assert 0.9 < row["folder_overlap"] <= 1.0
     assert set(report["images_per_s"]) == {"batch 1", "batch 8"}
-    assert len(report["images_per_s"]["batch 1"]) == 3  # int8, the runtime, eager fp32
+    # int8, the chosen runtime and eager fp32: two names when the runtime is eager fp32 (a
+    # CPU without bf16, or under ONEDNN_MAX_CPU_ISA=AVX2)
+    timed = set(report["images_per_s"]["batch 1"])
+    assert "int8 minmax" in timed and "eager float32" in timed and len(timed) in (2, 3)
