@@ -35,6 +35,7 @@ MIN_INNER_SQUARE = 32
 BLANK_TOLERANCE = 20
 MIN_BLANK_SHARE = 0.05
 EDGE_EROSION = 0.04
+MASK_WORK_SIDE = 192
 
 
 @dataclass(frozen=True)
@@ -102,17 +103,33 @@ def content_mask(image: UprightImage) -> Image.Image:
     if np.abs(corners - colour).max() > BLANK_TOLERANCE:  # no common background colour
         return Image.new("L", image.rgb.size, 255)
     near = np.abs(rgb - colour).max(axis=2) <= BLANK_TOLERANCE
-    blank = Image.fromarray(np.where(near, 128, 0).astype(np.uint8)).copy()  # writable
-    for corner in ((0, 0), (w - 1, 0), (0, h - 1), (w - 1, h - 1)):
+    # Pillow's flood fill and filters run pixel by pixel in Python: a large query's mask is
+    # found on a copy of at most MASK_WORK_SIDE px, then scaled back.
+    blank = Image.fromarray(np.where(near, 128, 0).astype(np.uint8))
+    if max(w, h) > MASK_WORK_SIDE:
+        factor = MASK_WORK_SIDE / max(w, h)
+        small = (max(1, round(w * factor)), max(1, round(h * factor)))
+        blank = blank.resize(small, Image.Resampling.NEAREST)
+    blank = blank.copy()  # writable: an array's image is read-only to floodfill
+    sw, sh = blank.size
+    for corner in ((0, 0), (sw - 1, 0), (0, sh - 1), (sw - 1, sh - 1)):
         if blank.getpixel(corner) == 128:
             ImageDraw.floodfill(blank, corner, 255)
     background = np.asarray(blank) == 255
     if background.mean() < MIN_BLANK_SHARE or background.all():
         return Image.new("L", image.rgb.size, 255)
-    return _eroded(Image.fromarray(np.where(background, 0, 255).astype(np.uint8)))
+    mask = _eroded(Image.fromarray(np.where(background, 0, 255).astype(np.uint8)))
+    return mask.resize(image.rgb.size, Image.Resampling.NEAREST)
 
 
 def _eroded(mask: Image.Image) -> Image.Image:
+    if max(mask.size) > MASK_WORK_SIDE:  # an alpha channel of a large query
+        full = mask.size
+        factor = MASK_WORK_SIDE / max(full)
+        small = (max(1, round(full[0] * factor)), max(1, round(full[1] * factor)))
+        return _eroded(mask.resize(small, Image.Resampling.NEAREST)).resize(
+            full, Image.Resampling.NEAREST
+        )
     radius = max(2, round(EDGE_EROSION * min(mask.size)))
     return mask.filter(ImageFilter.MinFilter(2 * radius + 1))
 
