@@ -18,6 +18,7 @@ import numpy as np
 from pymilvus import DataType, MilvusClient, MilvusException
 
 from app.core.config import Settings
+from app.core.indexing import search_params, vector_index
 
 log = logging.getLogger(__name__)
 
@@ -80,18 +81,7 @@ class RegionStore:
         for name in ("x", "y", "w", "h", "image_w", "image_h"):
             schema.add_field(name, DataType.INT32)
         schema.add_field("vector", DataType.FLOAT_VECTOR, dim=self.dim)
-        index = MilvusClient.prepare_index_params()
-        index_type = self.settings.effective_index_type
-        params: dict[str, Any] = {}
-        if index_type == "HNSW":
-            params = {
-                "M": self.settings.hnsw_m,
-                "efConstruction": self.settings.hnsw_ef_construction,
-            }
-        elif index_type == "IVF_FLAT":
-            params = {"nlist": 1024}
-        index.add_index("vector", index_type=index_type, metric_type="COSINE", params=params)
-        # image_id is filtered on by every replace and delete
+        index = vector_index(self.settings)
         c.create_collection(
             self.name,
             schema=schema,
@@ -99,7 +89,7 @@ class RegionStore:
             consistency_level="Strong",
             properties={OWNER_PROPERTY: self.owner},
         )
-        log.info("created region collection %s (%s)", self.name, index_type)
+        log.info("created region collection %s (%s)", self.name, self.settings.effective_index_type)
 
     def drop(self) -> None:
         self.conn.call("drop_collection", lambda c: c.drop_collection(self.name))
@@ -195,18 +185,12 @@ class RegionStore:
         return sorted(best.values(), key=lambda h: -h.score)[:images]
 
     def _request(self, data: list[list[float]], limit: int, *, group: bool) -> dict[str, Any]:
-        params: dict[str, Any] = {"metric_type": "COSINE"}
-        index_type = self.settings.effective_index_type
-        if index_type == "HNSW":
-            params["params"] = {"ef": max(self.settings.search_ef, limit)}
-        elif index_type == "IVF_FLAT":
-            params["params"] = {"nprobe": self.settings.search_nprobe}
         request: dict[str, Any] = {
             "collection_name": self.name,
             "data": data,
             "limit": limit,
             "output_fields": ["image_id", "x", "y", "w", "h", "image_w", "image_h"],
-            "search_params": params,
+            "search_params": search_params(self.settings, limit),
             "consistency_level": self.settings.search_consistency,
         }
         if group:

@@ -24,6 +24,7 @@ from app.core.errors import (
     NotFoundError,
     ServiceUnavailable,
 )
+from app.core.indexing import search_params, vector_index
 from app.core.regionstore import ImageRegions, RegionStore
 
 log = logging.getLogger(__name__)
@@ -279,19 +280,8 @@ class VectorStore:
         schema.add_field("mtime_ns", DataType.INT64)
         schema.add_field("content_hash", DataType.VARCHAR, max_length=64)
         schema.add_field("job_id", DataType.VARCHAR, max_length=64)
-        index = MilvusClient.prepare_index_params()
+        index = vector_index(self.settings)
         index_type = self.settings.effective_index_type
-        params: dict[str, Any] = {}
-        if index_type == "HNSW":
-            params = {
-                "M": self.settings.hnsw_m,
-                "efConstruction": self.settings.hnsw_ef_construction,
-            }
-        elif index_type == "IVF_FLAT":
-            params = {"nlist": 1024}
-        index.add_index(
-            field_name="vector", index_type=index_type, metric_type="COSINE", params=params
-        )
         # The metadata comes with the collection: set afterwards, another process could see
         # the new collection without it and refuse it as foreign (seen on a Milvus server).
         c.create_collection(
@@ -405,12 +395,6 @@ class VectorStore:
     ) -> list[SearchHit]:
         """Nearest vectors by cosine, best first; optionally only under `folder`."""
         self.ensure_collection()
-        params: dict[str, Any] = {"metric_type": "COSINE"}
-        index_type = self.settings.effective_index_type
-        if index_type == "HNSW":
-            params["params"] = {"ef": max(self.settings.search_ef, top_k)}
-        elif index_type == "IVF_FLAT":
-            params["params"] = {"nprobe": self.settings.search_nprobe}
         clauses = []
         if exclude_id:
             clauses.append(f"id != {_quote(exclude_id)}")
@@ -425,7 +409,7 @@ class VectorStore:
                 limit=top_k,
                 filter=" and ".join(clauses),
                 output_fields=["path", "content_hash"],
-                search_params=params,
+                search_params=search_params(self.settings, top_k),
                 consistency_level=self.settings.search_consistency,
             ),
         )
