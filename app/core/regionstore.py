@@ -133,20 +133,6 @@ class RegionStore:
             flt = f"image_id in {_quoted_list(image_ids[start : start + 500])}"
             self.conn.call("delete", lambda c, f=flt: c.delete(self.name, filter=f))
 
-    def rows_of(self, image_id: str) -> int:
-        """How many region rows image `image_id` has (tests and checks)."""
-        self.ensure_collection()
-        res = self.conn.call(
-            "count",
-            lambda c: c.query(
-                self.name,
-                filter=f'image_id == "{image_id}"',
-                output_fields=["count(*)"],
-                consistency_level="Strong",
-            ),
-        )
-        return int(res[0]["count(*)"])
-
     def flush(self) -> None:
         self.ensure_collection()
         self.conn.call("flush", lambda c: c.flush(self.name))
