@@ -357,7 +357,7 @@ class ChunkRunner:
             if in_flight is not None:
                 self._landed(in_flight, counts, sink)
         if self.calibrator is not None:
-            self.calibrator.finish()
+            self.encoder = self.calibrator.finish()  # a later chunk goes on with int8
         return counts
 
     def _write(

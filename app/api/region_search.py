@@ -8,7 +8,6 @@ the outcome merged with the global hits (`app.ml.region_match`).
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,9 +29,6 @@ REGION_IMAGES = 2 * SHORTLIST  # images the region search returns
 class RegionOutcome:
     ranked: list[Ranked]
     rows: dict[str, StoredImage]  # what the region-only results need: path, content hash
-    embed_s: float
-    search_s: float
-    verify_s: float
 
 
 def region_query(data: bytes, settings: Settings) -> RegionQuery:
@@ -75,9 +71,7 @@ def search_regions(
     """Region hits of `query` (minus `exclude_id`, within `folder_prefix`), the first ones
     verified, merged with `global_hits`."""
     assert store.regions is not None
-    t0 = time.perf_counter()
     vectors = encoder.embed(query.pixels)
-    t1 = time.perf_counter()
     hits = store.regions.search(vectors, REGION_IMAGES)
     rows = store.existing([h.image_id for h in hits])
     # Region rows whose image is gone or outside the folder asked for do not count.
@@ -88,12 +82,9 @@ def search_regions(
         and h.image_id != exclude_id
         and (folder_prefix is None or rows[h.image_id].path.startswith(folder_prefix))
     ]
-    t2 = time.perf_counter()
-    load = _loader(store.settings, rows)
-    checks = verify_shortlist(query, kept, load)
-    t3 = time.perf_counter()
+    checks = verify_shortlist(query, kept, _loader(store.settings, rows))
     ranked = merge([(h.id, h.score) for h in global_hits], kept, checks)
-    return RegionOutcome(ranked, rows, t1 - t0, t2 - t1, t3 - t2)
+    return RegionOutcome(ranked, rows)
 
 
 def as_hits(outcome: RegionOutcome, global_hits: list[SearchHit]) -> list[tuple[SearchHit, Ranked]]:

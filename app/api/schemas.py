@@ -174,7 +174,8 @@ class Stats(BaseModel):
     )
     int8: Int8Info | None = Field(
         default=None,
-        description="On a CPU: the collection's int8 verdict; null before its first load.",
+        description="On a CPU: the collection's int8 verdict; null until a load of it runs "
+        "with int8 on (PICSEARCH_INT8=auto and PICSEARCH_PRECISION=auto).",
     )
     milvus: str = Field(description="'embedded' (Milvus Lite) or the server URI.")
     max_upload_bytes: int = Field(description="Largest accepted search upload.")

@@ -119,6 +119,22 @@ def register(cli: typer.Typer) -> None:
                 "with regions and one without, and search crops and whole photos in both.",
             ),
         ] = False,
+        int8: Annotated[
+            str | None,
+            typer.Option(
+                help="auto: as the service, the first load calibrates an int8 model and the "
+                "timed loads and queries use it if it passed the accuracy gate and is faster; "
+                "off: never (default: PICSEARCH_INT8)."
+            ),
+        ] = None,
+        search_size: Annotated[
+            int | None,
+            typer.Option(
+                min=1,
+                help="Add synthetic vectors to our collection up to N before timing queries "
+                "(e.g. 10000), so search latency is measured at that size.",
+            ),
+        ] = None,
         as_json: Annotated[bool, typer.Option("--json", help="Print JSON, not tables.")] = False,
         check: Annotated[
             bool,
@@ -154,6 +170,7 @@ def register(cli: typer.Typer) -> None:
                 batch_size=batch_size,
                 precision=precision,
                 index_type=index_type,
+                int8=int8,
             ),
             repeat=repeat,
             queries=queries,
@@ -163,6 +180,7 @@ def register(cli: typer.Typer) -> None:
             naive_count=naive_count,
             processes=processes,
             skip_lite=skip_lite,
+            search_size=search_size,
         )
 
         def say(message: str) -> None:

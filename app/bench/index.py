@@ -63,7 +63,7 @@ def synthetic_vectors(centres: np.ndarray, n: int, rng: np.random.Generator) -> 
 def insert_synthetic(
     store: VectorStore, centres: np.ndarray, size: int, seed: int, keep: bool = False
 ) -> tuple[float, np.ndarray | None]:
-    """Upsert `size` synthetic vectors in batches, then flush.
+    """Upsert `size` synthetic vectors in batches (beside any rows `store` holds), then flush.
 
     Returns the seconds it took, and the vectors (row i is `/bench/i`) when `keep`.
     """
@@ -72,6 +72,7 @@ def insert_synthetic(
     from app.core.vectorstore import ImageRow, image_id
 
     rng = np.random.default_rng(seed)
+    before = store.count()
     elapsed = 0.0
     kept: list[np.ndarray] = []
     for first in range(0, size, INSERT_BATCH):
@@ -98,8 +99,8 @@ def insert_synthetic(
     store.flush()  # sealed segments: Milvus Lite searches unflushed rows ~10x slower
     counted = store.count()
     elapsed += time.perf_counter() - start
-    if counted != size:
-        raise BenchError(f"collection holds {counted} vectors after inserting {size}")
+    if counted != before + size:
+        raise BenchError(f"collection holds {counted} vectors after adding {size} to {before}")
     return elapsed, np.concatenate(kept) if keep else None
 
 

@@ -25,6 +25,7 @@ class BenchOptions:
     naive_count: int | None = None
     processes: int = 1
     skip_lite: bool = False
+    search_size: int | None = None
 
 
 def model_settings(base: Settings, opts: BenchOptions, **extra: Any) -> Settings:

@@ -50,20 +50,26 @@ def _serve(
     compile_model: bool,
     collection: str,
     warm_count: int,
+    int8_of: str | None,
     control: mp.Queue[str],
     tasks: mp.Queue[list[str] | None],
     results: mp.Queue[tuple[str, Any]],
 ) -> None:
     """One pipeline process: build and warm up; then, for each run it is told to start, index
-    chunks until it takes a None (one per process, so each process ends each run once)."""
+    chunks until it takes a None (one per process, so each process ends each run once).
+    With `int8_of`, the process runs the int8 model calibrated for that collection."""
     try:
         from app.core.vectorstore import VectorStore
         from app.ml.encoder import Encoder
+        from app.ml.int8_runtime import Int8Encoders
         from app.ml.registry import meta_for
         from workers.pipeline import ChunkRunner
 
         encoder = Encoder(settings, compile=compile_model)
-        store = VectorStore(settings, meta_for(encoder, settings), name=collection)
+        meta = meta_for(encoder, settings)
+        store = VectorStore(settings, meta, name=collection)
+        if int8_of is not None:
+            encoder = Int8Encoders(settings, "batch").encoder(int8_of, meta, encoder)
         warm_up(encoder, settings, warm_count)
         results.put((READY, rank))
         while control.get() != STOP:
@@ -88,6 +94,7 @@ class ProcessPool:
         collection: str,
         compile_model: bool,
         files: int,
+        int8_of: VectorStore | None = None,
     ) -> None:
         if settings.torch_threads is None:  # P processes share the cores
             settings = settings.model_copy(
@@ -108,6 +115,7 @@ class ProcessPool:
                     compile_model,
                     collection,
                     share,
+                    None if int8_of is None else int8_of.name,
                     self.controls[rank],
                     self.tasks,
                     self.results,

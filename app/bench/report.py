@@ -111,10 +111,14 @@ def _tables(report: dict[str, Any]) -> list[Any]:
             _fmt(ref[stage]),
             f"{ref[stage] / ours[stage]:.2f}x" if stage != "other" and ours[stage] > 0 else "",
         )
+    first = report.get("first_load")
+    if first:
+        main.add_row("images/s, first load (calibrates int8)", _fmt(first["images_per_s"]), "", "")
     peaks = flops["peak_gflops"]
+    share = flops["ours_fraction_of_peak"]
     main.add_row(
         "model GFLOP/s (% of matmul peak)",
-        f"{_fmt(flops['ours_gflops'], 0)} ({flops['ours_fraction_of_peak']:.0%})",
+        f"{_fmt(flops['ours_gflops'], 0)}" + ("" if share is None else f" ({share:.0%})"),
         f"{_fmt(flops['naive_gflops'], 0)} ({flops['naive_fraction_of_peak']:.0%})",
         "",
     )
@@ -122,6 +126,11 @@ def _tables(report: dict[str, Any]) -> list[Any]:
     extra.add_column("measure")
     extra.add_column("value", justify="right")
     extra.add_row("model cost per image", f"{flops['gmac_per_image']:.2f} GMAC")
+    int8 = cfg.get("int8") or {}
+    if int8.get("state"):
+        extra.add_row("int8", f"{int8['state']}: {int8.get('reason', '')}")
+        if int8.get("query_note"):
+            extra.add_row("  int8 for queries", int8["query_note"])
     for dtype, peak in peaks.items():
         extra.add_row(f"matmul peak {dtype}", f"{_fmt(peak, 0)} GFLOP/s")
     search = report["search"]

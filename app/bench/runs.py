@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from app.core.jobs import ChunkCounts, FileError
     from app.core.vectorstore import VectorStore
     from app.ml.encoder import Encoder
+    from workers.int8_calibration import Calibrator
 
 
 @dataclass
@@ -62,8 +63,15 @@ def warm_up(encoder: Encoder, settings: Settings, count: int) -> None:
         encoder.embed(np.zeros((n, settings.image_size, settings.image_size, 3), np.uint8))
 
 
-def run_ours(settings: Settings, encoder: Encoder, folder: Path, store: VectorStore) -> IngestRun:
-    """Our pipeline end to end: scan, stat, skip-unchanged lookup, decode, embed, upsert.
+def run_ours(
+    settings: Settings,
+    encoder: Encoder,
+    folder: Path,
+    store: VectorStore,
+    calibrator: Calibrator | None = None,
+) -> IngestRun:
+    """Our pipeline end to end: scan, stat, skip-unchanged lookup, decode, embed, upsert
+    (with `calibrator`, as a collection's first load: calibrating its int8 model).
 
     Stages come from ChunkRunner's own timings. `decode` is the time the model waited for
     decoded images (decoding runs on threads ahead of it, so only what it fails to hide
@@ -76,7 +84,7 @@ def run_ours(settings: Settings, encoder: Encoder, folder: Path, store: VectorSt
     sink = BenchSink()
     start = time.perf_counter()
     found = scan_folder(folder, [folder])
-    runner = ChunkRunner(settings, encoder, store, job_id="bench")
+    runner = ChunkRunner(settings, encoder, store, job_id="bench", calibrator=calibrator)
     indexed = 0
     for chunk in chunked(found.files, settings.chunk_size_for(encoder.device.type)):
         indexed += runner.run(chunk, sink).indexed

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 @dataclass(frozen=True)
 class SettingsFlags:
     """`--model`, `--weights` (both commands) and `--device`, `--batch-size`, `--precision`,
-    `--index-type` (the bench)."""
+    `--index-type`, `--int8` (the bench)."""
 
     model: str | None = None
     weights: str | None = None
@@ -24,6 +24,7 @@ class SettingsFlags:
     batch_size: int | None = None
     precision: str | None = None
     index_type: str | None = None
+    int8: str | None = None
 
     def overrides(self) -> dict[str, Any]:
         """The flags given, as Settings field values."""

@@ -36,14 +36,24 @@ RUNTIME = "openvino-int8"
 CALIBRATION_IMAGES = 64
 
 
+def why_not_here(settings: Settings, encoder: Encoder) -> str | None:
+    """Why int8 may not be tried for collections of `encoder` in this process (None: it may)."""
+    if settings.int8 != "auto":
+        return "PICSEARCH_INT8=off"
+    if not int8_enabled(settings):
+        return f"PICSEARCH_PRECISION={settings.precision} fixes the precision"
+    if encoder.device.type != "cpu":
+        return f"the model runs on {encoder.device.type}, and int8 is for CPUs"
+    if "compile" in encoder.info.runtime:
+        return "torch.compile runs the model"
+    if not int8.nncf_available():
+        return "OpenVINO and NNCF are not installed"
+    return None
+
+
 def usable_here(settings: Settings, encoder: Encoder) -> bool:
     """Whether int8 may be tried for collections of `encoder` in this process."""
-    return (
-        int8_enabled(settings)
-        and encoder.device.type == "cpu"
-        and "compile" not in encoder.info.runtime
-        and int8.nncf_available()
-    )
+    return why_not_here(settings, encoder) is None
 
 
 def calibrate(
@@ -135,9 +145,12 @@ class Int8Encoders:
             self._loaded[name] = loaded
         return loaded
 
-    def encoder(self, name: str, meta: CollectionMeta, base: Encoder) -> Encoder:
+    def encoder(
+        self, name: str, meta: CollectionMeta, base: Encoder, wait: bool = False
+    ) -> Encoder:
         """The encoder `name`'s vectors are made with here: int8 when accepted (for
-        queries: once it has been timed faster at batch 1), else `base`."""
+        queries: once it has been timed faster at batch 1, in the background unless
+        `wait`), else `base`."""
         if not usable_here(self.settings, base):
             return base
         loaded = self._current(name, meta)
@@ -149,7 +162,7 @@ class Int8Encoders:
             started, loaded.note = bool(loaded.note), loaded.note or "building the int8 model"
         if started:
             return loaded.encoder or base
-        if self.purpose == "batch":
+        if self.purpose == "batch" or wait:
             self._build(loaded, name, meta, base)
         else:
             loaded.note = "timing int8 against the query runtime"

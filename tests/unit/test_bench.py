@@ -25,10 +25,12 @@ from app.bench.naive import NaiveEncoder, naive_decode
 from app.bench.quality import top_k_overlap
 from app.bench.report import render
 from app.core.config import ModelName, Precision, Settings, get_settings
+from app.ml import int8
 from app.ml.cpu import cpu_has_native_bf16, cpu_info
 from app.ml.device_decode import decode_batch, gpu_decodable, jpeg_frame
 from app.ml.encoder import Encoder, _usable, build_backbone, pick_dtype
 from app.ml.imageio import ImageDecodeError, decode_image
+from app.ml.int8_gate import MIN_IMAGES, MIN_MEAN_COSINE
 from app.ml.regions import window_boxes
 from app.ml.trunks import CastConv2d, PackedConv2d, lower_precision, pool_features
 from app.ml.trunks import can_pack as encoder_can_pack
@@ -239,10 +241,12 @@ def test_ingest_report_has_every_figure(bench_cli: typer.Typer, photos: Path) ->
     report = run_json(
         bench_cli,
         "--images", str(photos), "-n", "7", "--model", "mobilenet_v2", "--device", "cpu",
-        "--batch-size", "4", "--repeat", "1", "--queries", "3",
+        "--batch-size", "4", "--repeat", "1", "--queries", "3", "--int8", "off",
     )  # fmt: skip
     assert report["mode"] == "ingest"
     config = report["config"]
+    assert config["int8"] == {"state": "off", "reason": "PICSEARCH_INT8=off"}
+    assert report["first_load"] is None
     assert config["count"] == 7 and config["image_size"] == 224
     assert config["milvus"].startswith("milvus-lite")
     assert config["precision"] in ("float32", "bfloat16")  # as measured fastest here
@@ -271,6 +275,40 @@ def test_ingest_report_has_every_figure(bench_cli: typer.Typer, photos: Path) ->
     assert "images/s end to end" in text and "top-10 overlap" in text
     assert f"CPU: {found['cpu']}" in text
     assert slower_than_naive(report) is None or report["speedup"] < 1
+
+
+@pytest.mark.skipif(not int8.nncf_available(), reason="OpenVINO/NNCF not installed")
+def test_first_load_calibrates_int8_and_later_loads_and_queries_use_what_it_decided(
+    bench_cli: typer.Typer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = tmp_path / "distinct"
+    folder.mkdir()
+    count = MIN_IMAGES + 2  # enough for the gate's top-10 overlap; no repeated photo
+    for i in range(count):
+        (folder / f"{i:02d}.jpg").write_bytes(jpeg_bytes(distinct_image(500 + i, (400, 300))))
+    monkeypatch.setenv("PICSEARCH_IMAGE_SIZE", "64")  # VGG16 quantizes in seconds at 64 px
+    report = run_json(
+        bench_cli,
+        "--images", str(folder), "-n", str(count), "--model", "vgg16", "--device", "cpu",
+        "--repeat", "1", "--queries", "2", "--naive-count", "2", "--search-size", "40",
+    )  # fmt: skip
+    config, found = report["config"], report["machine"]
+    record = config["int8"]
+    assert report["first_load"]["images_per_s"] > 0
+    assert record["calibration_images"] == count and record["recipe"] == "minmax"
+    assert record["state"] in ("accepted", "refused")  # refused only as not faster here
+    if record["state"] == "accepted":
+        assert config["runtime"] == "openvino-int8" and config["precision"] == "int8"
+        assert found["batch_runtime"].startswith("openvino-int8 int8")
+        assert record["query_note"].startswith(("queries run int8", "queries stay on"))
+        assert report["model_flops"]["ours_fraction_of_peak"] is None
+    else:
+        assert "not faster here" in record["reason"] and config["runtime"] != "openvino-int8"
+    quality = report["vectors_vs_naive_fp32"]
+    assert quality["cosine_mean"] >= MIN_MEAN_COSINE  # what the gate held int8 to
+    assert report["search"]["collection_size"] == 40  # topped up with synthetic vectors
+    text = rendered(report)
+    assert "first load (calibrates int8)" in text and f"{record['state']}: " in text
 
 
 def test_check_fails_only_when_ours_is_slower_than_naive() -> None:

@@ -16,12 +16,17 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("app", "workers")
-# The bench times the worker's ingest pipeline itself (workers/pipeline.py needs no Celery);
-# any other import of `workers` from `app` fails the test.
+# The bench times the worker's ingest pipeline itself, and a first load's int8 calibration
+# (workers/pipeline.py and workers/int8_calibration.py need no Celery); any other import of
+# `workers` from `app` fails the test.
 APP_IMPORTS_OF_WORKERS = {
-    (bench, target)
-    for bench in ("app.bench.runs", "app.bench.processes")
-    for target in ("workers", "workers.pipeline")
+    ("app.bench.runs", "workers"),
+    ("app.bench.runs", "workers.pipeline"),
+    ("app.bench.runs", "workers.int8_calibration"),
+    ("app.bench.processes", "workers"),
+    ("app.bench.processes", "workers.pipeline"),
+    ("app.bench.int8", "workers"),
+    ("app.bench.int8", "workers.int8_calibration"),
 }
 
 Graph = dict[str, set[str]]
