@@ -14,22 +14,21 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
-import tempfile
 from collections.abc import Callable
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from app.bench.common import QUERY_SIZE, BenchError, machine, median_dict
-from app.bench.images import prepare_images, query_jpeg
+from app.bench.common import QUERY_SIZE, machine, median_dict
+from app.bench.images import query_jpeg
 from app.bench.index import SETTLE_S_PER_VECTOR, insert_synthetic, synthetic_centres
 from app.bench.int8 import first_load
 from app.bench.latency import query_latency
 from app.bench.naive import NaiveEncoder, run_naive
-from app.bench.options import BenchOptions, model_settings
+from app.bench.options import BenchOptions
 from app.bench.peak import count_macs, matmul_peak_gflops
 from app.bench.processes import ProcessPool
 from app.bench.quality import agreement
-from app.bench.runs import IngestRun, run_ours, warm_up
+from app.bench.runs import IngestRun, run_ours
+from app.bench.setup import photo_bench
 from app.bench.stores import fetch_vectors, make_store, milvus_target, reset_store, settle
 
 if TYPE_CHECKING:
@@ -43,24 +42,11 @@ def bench_ingest(
     import numpy as np
     import torch
 
-    from app.ml.encoder import Encoder
-
-    if opts.images is None or not opts.images.is_dir():
-        raise BenchError(f"--images must be a folder of photos, got {opts.images}")
-    with tempfile.TemporaryDirectory(prefix="picsearch-bench-") as tmp:
-        work = Path(tmp)
-        folder = (work / "images").resolve()
-        files = prepare_images(opts.images, opts.count, folder, opts.max_side)
+    with photo_bench(base, opts, say, opts.compile or base.torch_compile) as bench:
+        work, folder, files, settings = bench.work, bench.folder, bench.files, bench.settings
+        encoder, query_encoder = bench.encoder, bench.query_encoder
         naive_count = min(opts.naive_count or len(files), len(files))
-        settings = model_settings(base, opts, image_roots=[folder], data_dir=work)
-        say(f"{len(files)} images from {opts.images}; building {settings.model} encoders")
-        encoder = Encoder(settings, compile=opts.compile or settings.torch_compile)
-        # queries run as the API runs them: one image at a time, its own runtime choice
-        query_encoder = (
-            Encoder(settings, purpose="query") if encoder.device.type == "cpu" else encoder
-        )
         naive = NaiveEncoder(settings)
-        warm_up(encoder, settings, len(files))
         naive.embed_one(np.zeros((settings.image_size, settings.image_size, 3), np.uint8))
         macs = count_macs(naive.trunk, settings.image_size)
         dtypes = {torch.float32, encoder.dtype}

@@ -14,16 +14,16 @@ from __future__ import annotations
 
 import io
 import secrets
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from app.bench.common import BenchError, machine, median_dict, percentile
-from app.bench.images import prepare_images, query_jpeg
+from app.bench.common import machine, median_dict, percentile
+from app.bench.images import query_jpeg
 from app.bench.options import BenchOptions, model_settings
-from app.bench.runs import run_ours, warm_up
+from app.bench.runs import run_ours
+from app.bench.setup import photo_bench
 from app.bench.stores import make_store, milvus_target, reset_store
 
 if TYPE_CHECKING:
@@ -94,22 +94,10 @@ def _latency(
 def bench_regions(
     base: Settings, opts: BenchOptions, say: Callable[[str], None] = lambda _: None
 ) -> dict[str, Any]:
-    from app.ml.encoder import Encoder
-
-    if opts.images is None or not opts.images.is_dir():
-        raise BenchError(f"--images must be a folder of photos, got {opts.images}")
-    with tempfile.TemporaryDirectory(prefix="picsearch-bench-") as tmp:
-        work = Path(tmp)
-        folder = (work / "images").resolve()
-        files = prepare_images(opts.images, opts.count, folder, opts.max_side)
-        settings = model_settings(base, opts, image_roots=[folder], data_dir=work)
-        with_regions = model_settings(base, opts, image_roots=[folder], data_dir=work, regions=True)
-        say(f"{len(files)} images from {opts.images}; building {settings.model} encoders")
-        encoder = Encoder(settings)
-        query_encoder = (
-            Encoder(settings, purpose="query") if encoder.device.type == "cpu" else encoder
-        )
-        warm_up(encoder, settings, len(files))
+    with photo_bench(base, opts, say) as bench:
+        work, folder, files, settings = bench.work, bench.folder, bench.files, bench.settings
+        encoder, query_encoder = bench.encoder, bench.query_encoder
+        with_regions = model_settings(settings, opts, regions=True)
         crops = crop_queries(files, opts.queries)
         whole = [(query_jpeg(files[0]), "")] * opts.queries
         token = secrets.token_hex(4)

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from app.core.config import Settings
+from app.core.vectorstore import CollectionMeta
 from app.ml import int8, int8_gate, int8_runtime
 from app.ml.encoder import Encoder
 from app.ml.int8_gate import MIN_IMAGES, judge, neighbour_overlap, run_gate
@@ -210,13 +211,20 @@ def test_int8_slower_than_the_collections_runtime_is_refused(
     assert Int8Encoders(local, "batch").encoder("photos", meta, encoder) is encoder
 
 
+def fresh_calibrator(
+    settings: Settings, encoder: Encoder, data_dir: Path
+) -> tuple[Calibrator, Int8Encoders, CollectionMeta]:
+    """A first load's calibrator for collection "photos" in an empty data dir (int8 wins)."""
+    local = settings.model_copy(update={"data_dir": data_dir})
+    meta = meta_for(encoder, local)
+    int8s = Int8Encoders(local, "batch", int8_wins)
+    return Calibrator(int8s, "photos", meta, encoder), int8s, meta
+
+
 def test_calibrator_gates_the_first_images_then_hands_over_the_int8_encoder(
     settings: Settings, encoder: Encoder, tmp_path: Path
 ) -> None:
-    local = settings.model_copy(update={"data_dir": tmp_path})
-    meta = meta_for(encoder, local)
-    int8s = Int8Encoders(local, "batch", int8_wins)
-    calibrator = Calibrator(int8s, "photos", meta, encoder)
+    calibrator, int8s, meta = fresh_calibrator(settings, encoder, tmp_path)
     calibrator.images = MIN_IMAGES
     first = calibrator.feed(pixels(MIN_IMAGES // 2))
     assert first is encoder and int8s.store.read("photos", meta) is None
@@ -230,10 +238,7 @@ def test_calibrator_gates_the_first_images_then_hands_over_the_int8_encoder(
 def test_a_load_too_short_to_judge_records_nothing(
     settings: Settings, encoder: Encoder, tmp_path: Path
 ) -> None:
-    local = settings.model_copy(update={"data_dir": tmp_path})
-    meta = meta_for(encoder, local)
-    int8s = Int8Encoders(local, "batch", int8_wins)
-    calibrator = Calibrator(int8s, "photos", meta, encoder)
+    calibrator, int8s, meta = fresh_calibrator(settings, encoder, tmp_path)
     calibrator.feed(pixels(MIN_IMAGES - 1))
     assert calibrator.finish() is encoder
     assert int8s.store.read("photos", meta) is None  # a later load calibrates
