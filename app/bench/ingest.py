@@ -62,6 +62,7 @@ def bench_ingest(
             naive_store = make_store(target.settings, f"bench_{token}_naive", encoder, 0)
             stores = [ours_store, naive_store]
             pool = None
+            pool_runtime = ""
             try:
                 int8 = first_load(settings, encoder, query_encoder, folder, ours_store, say)
                 loader = int8.batch
@@ -77,6 +78,7 @@ def bench_ingest(
                         int8_of=ours_store if loader is not encoder else None,
                     )
                     cleanup.callback(pool.close)
+                    pool_runtime = ", ".join(sorted(pool.runtimes))
                 for r in range(opts.repeat):
                     if r:
                         for store in stores:
@@ -132,6 +134,7 @@ def bench_ingest(
         figures = median_dict([run.figures() for run in parallel_runs])
         parallel = {
             "processes": opts.processes,
+            "runtime": pool_runtime,
             **figures,
             "speedup": figures["images_per_s"] / ref["images_per_s"],
             "images_per_s_runs": [r.rate for r in parallel_runs],

@@ -71,7 +71,7 @@ def _serve(
         if int8_of is not None:
             encoder = Int8Encoders(settings, "batch").encoder(int8_of, meta, encoder)
         warm_up(encoder, settings, warm_count)
-        results.put((READY, rank))
+        results.put((READY, f"{encoder.info.runtime} {encoder.info.precision}"))
         while control.get() != STOP:
             runner = ChunkRunner(settings, encoder, store, job_id=f"bench-p{rank}")
             sink = BenchSink()
@@ -124,6 +124,7 @@ class ProcessPool:
             )
             for rank in range(processes)
         ]
+        self.runtimes: set[str] = set()  # how the processes run the model
         for proc in self.procs:
             proc.start()
         try:
@@ -131,6 +132,7 @@ class ProcessPool:
                 kind, value = self._next(START_TIMEOUT_S)
                 if kind != READY:
                     raise BenchError(str(value))
+                self.runtimes.add(value)
         except BaseException:
             self.close()
             raise

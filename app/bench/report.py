@@ -99,7 +99,7 @@ def _tables(report: dict[str, Any]) -> list[Any]:
             f"{parallel['speedup']:.2f}x",
         )
         main.add_row(
-            "  in each run",
+            f"  in each run ({parallel['runtime']})",
             " ".join(_fmt(r, 0) for r in parallel["images_per_s_runs"]),
             "",
             "",
