@@ -1,12 +1,12 @@
 """Ingest mode (default): a folder of photos, sampled or repeated to N files in a temporary
 folder, is loaded once as a collection's first load (calibrating int8 where the service
-would: `int8.py`), then indexed R times by our pipeline (`ChunkRunner`: decoding on threads ahead of
-batched inference, batched upserts) and R times by the naive loop (`naive.py`), interleaved so
-both see the same machine noise. It reports medians of: images/s end to end and the ratio,
-the time split by stage, model FLOP/s against the machine's measured matmul peak, search
-latency at the collection's size (or `--search-size`, topped up with synthetic vectors) for a
-500x375 JPEG query (decoding and embedding included),
-and how close our vectors are to the naive fp32 ones (cosine, top-10 overlap).
+would: `int8.py`), then indexed R times by our pipeline (`ChunkRunner`: decoding on threads
+ahead of batched inference, batched upserts) and R times by the naive loop (`naive.py`),
+interleaved so both see the same machine noise. It reports medians of: images/s end to end
+and the ratio, the time split by stage, model FLOP/s against the machine's measured matmul
+peak, search latency at the collection's size (or `--search-size`, topped up with synthetic
+vectors) for a 500x375 JPEG query (decoding and embedding included), and how close our
+vectors are to the naive fp32 ones (cosine, top-10 overlap).
 """
 
 from __future__ import annotations

@@ -46,6 +46,8 @@ def first_load(
     from workers.int8_calibration import Calibrator
 
     why_not = why_not_here(settings, encoder)
+    if store.meta.regions:  # as the worker: the gate measures global vectors only
+        why_not = "a collection with regions is not quantized"
     if why_not is not None:
         return Int8Setup(encoder, query_encoder, None, {"state": "off", "reason": why_not})
     loads, queries = Int8Encoders(settings, "batch"), Int8Encoders(settings, "query")
@@ -58,7 +60,7 @@ def first_load(
     report = loads.state(store.name, store.meta) or {"state": "not calibrated: too few images"}
     report["query_note"] = (queries.state(store.name, store.meta) or {}).get("note", "")
     report["first_load_images_per_s"] = run.rate
-    say(f"int8: {report['state']}: {report.get('reason', '')}")
+    say(f"int8: {report['state']}" + (f": {report['reason']}" if report.get("reason") else ""))
     if batch is not encoder:
         warm_up(batch, settings, run.images)
     return Int8Setup(batch, query, run, report)

@@ -128,7 +128,8 @@ def _tables(report: dict[str, Any]) -> list[Any]:
     extra.add_row("model cost per image", f"{flops['gmac_per_image']:.2f} GMAC")
     int8 = cfg.get("int8") or {}
     if int8.get("state"):
-        extra.add_row("int8", f"{int8['state']}: {int8.get('reason', '')}")
+        why = f": {int8['reason']}" if int8.get("reason") else ""
+        extra.add_row("int8", f"{int8['state']}{why}")
         if int8.get("query_note"):
             extra.add_row("  int8 for queries", int8["query_note"])
     for dtype, peak in peaks.items():

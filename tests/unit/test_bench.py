@@ -120,14 +120,21 @@ def test_cpu_vectors_do_not_depend_on_the_batch() -> None:
 
 
 # -- precision selection ------------------------------------------------------------------------
-def test_native_bf16_is_read_from_cpu_flags() -> None:
+def test_native_bf16_is_read_from_cpu_flags_within_the_isa_limit(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    here = "avx512_bf16" in cpu_info().flags or "amx_bf16" in cpu_info().flags
+    for name in ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA"):  # the caller's limit, if any
+        monkeypatch.delenv(name, raising=False)
     assert cpu_has_native_bf16(CPUINFO.format(extra="avx512_bf16"))
     assert cpu_has_native_bf16(CPUINFO.format(extra="amx_tile amx_bf16"))
     assert not cpu_has_native_bf16(CPUINFO.format(extra="avx512bw"))
     assert not cpu_has_native_bf16("")
-    assert cpu_has_native_bf16() == (
-        "avx512_bf16" in cpu_info().flags or "amx_bf16" in cpu_info().flags
-    )
+    assert cpu_has_native_bf16() == here
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")  # oneDNN may not use bf16 then
+    assert not cpu_has_native_bf16(CPUINFO.format(extra="amx_tile amx_bf16"))
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_AMX")
+    assert cpu_has_native_bf16(CPUINFO.format(extra="amx_tile amx_bf16"))
 
 
 def test_auto_precision_tries_bf16_first_only_where_the_cpu_has_it() -> None:
