@@ -211,6 +211,29 @@ def test_int8_slower_than_the_collections_runtime_is_refused(
     assert Int8Encoders(local, "batch").encoder("photos", meta, encoder) is encoder
 
 
+def test_loads_run_int8_at_its_own_fastest_batch(
+    settings: Settings, encoder: Encoder, tmp_path: Path
+) -> None:
+    """int8 is timed at each load batch the runtime measurement tried, not only at the one
+    the fp32/bf16 runtime won with (on an AVX2-only CPU fp32 won at batch 1, int8 at 8)."""
+
+    def larger_batches_win(contenders: dict[str, TrunkFn], x: torch.Tensor) -> dict[str, float]:
+        return {name: float(len(x)) if name == RUNTIME else 1.5 for name in contenders}
+
+    local = settings.model_copy(update={"data_dir": tmp_path})
+    meta = meta_for(encoder, local)
+    assert encoder.runtime_report is not None
+    tried = {t.micro_batch for t in encoder.runtime_report.trials}
+    assert len(tried) > 1  # batch 1 and the load batch
+    record = calibrate(
+        Int8Store(local), "photos", meta, encoder, pixels(MIN_IMAGES), larger_batches_win
+    )
+    assert record.state == "accepted" and record.micro_batch == max(tried)
+    assert f"at batch {max(tried)} vs" in record.reason
+    loads = Int8Encoders(local, "batch").encoder("photos", meta, encoder)
+    assert loads.info.runtime == RUNTIME and loads.micro_batch == max(tried)
+
+
 def fresh_calibrator(
     settings: Settings, encoder: Encoder, data_dir: Path
 ) -> tuple[Calibrator, Int8Encoders, CollectionMeta]:
