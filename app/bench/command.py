@@ -135,6 +135,14 @@ def register(cli: typer.Typer) -> None:
                 "(e.g. 10000), so search latency is measured at that size.",
             ),
         ] = None,
+        during_load: Annotated[
+            bool,
+            typer.Option(
+                "--during-load",
+                help="Also time searches while a worker process loads the photos: one at the "
+                "default CPU priority, one at PICSEARCH_WORKER_NICE (as the service runs it).",
+            ),
+        ] = False,
         as_json: Annotated[bool, typer.Option("--json", help="Print JSON, not tables.")] = False,
         check: Annotated[
             bool,
@@ -158,6 +166,8 @@ def register(cli: typer.Typer) -> None:
                 "--check compares ingest with the naive reference: not with --index-only "
                 "or --regions"
             )
+        if during_load and (index_only or regions):
+            raise typer.BadParameter("--during-load goes with the ingest mode only")
         if index_only and regions:
             raise typer.BadParameter("--index-only and --regions are separate modes")
         opts = BenchOptions(
@@ -181,6 +191,7 @@ def register(cli: typer.Typer) -> None:
             processes=processes,
             skip_lite=skip_lite,
             search_size=search_size,
+            during_load=during_load,
         )
 
         def say(message: str) -> None:

@@ -6,7 +6,8 @@ interleaved so both see the same machine noise. It reports medians of: images/s 
 and the ratio, the time split by stage, model FLOP/s against the machine's measured peak,
 search latency at the collection's size (or `--search-size`, topped up with synthetic
 vectors) for a 500x375 JPEG query (decoding and embedding included), and how close our
-vectors are to the naive fp32 ones (cosine, top-10 overlap).
+vectors are to the naive fp32 ones (cosine, top-10 overlap). With `--during-load`, also
+search latency while worker processes load the photos (`during_load.py`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from app.bench.common import QUERY_SIZE, machine, median_dict
+from app.bench.during_load import queries_during_loads
 from app.bench.images import query_jpeg
 from app.bench.index import SETTLE_S_PER_VECTOR, insert_synthetic, synthetic_centres
 from app.bench.int8 import first_load
@@ -113,6 +115,20 @@ def bench_ingest(
                     for _ in range(opts.repeat)
                 ]
                 collection_size = ours_store.count()
+                during_load = None
+                if opts.during_load:
+                    during_load = queries_during_loads(
+                        target.settings,
+                        encoder,
+                        int8.query,
+                        ours_store,
+                        folder,
+                        len(files),
+                        query,
+                        opts.repeat,
+                        ours_store if loader is not encoder else None,
+                        say,
+                    )
             finally:
                 for store in stores:
                     with contextlib.suppress(Exception):
@@ -189,6 +205,7 @@ def bench_ingest(
             "query": f"{QUERY_SIZE[0]}x{QUERY_SIZE[1]} JPEG",
             **median_dict(search_runs),
         },
+        "search_during_load": during_load,
         "vectors_vs_naive_fp32": agreement(
             np.stack([ours_vectors[i] for i in ids]), np.stack([naive_vectors[i] for i in ids])
         ),

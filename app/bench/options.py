@@ -26,6 +26,7 @@ class BenchOptions:
     processes: int = 1
     skip_lite: bool = False
     search_size: int | None = None
+    during_load: bool = False
 
 
 def model_settings(base: Settings, opts: BenchOptions, **extra: Any) -> Settings:

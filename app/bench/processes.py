@@ -60,11 +60,13 @@ def _serve(
     With `int8_of`, the process runs the int8 model calibrated for that collection."""
     try:
         from app.core.vectorstore import VectorStore
+        from app.ml.cpu import lower_cpu_priority
         from app.ml.encoder import Encoder
         from app.ml.int8_runtime import Int8Encoders
         from app.ml.registry import meta_for
         from workers.pipeline import ChunkRunner
 
+        lower_cpu_priority(settings.worker_nice)  # as a worker process does, before its threads
         encoder = Encoder(settings, compile=compile_model)
         meta = meta_for(encoder, settings)
         store = VectorStore(settings, meta, name=collection)

@@ -144,6 +144,15 @@ def _tables(report: dict[str, Any]) -> list[Any]:
         "  search alone p50 / p99",
         f"{_fmt(search['search_p50_ms'], 1)} / {_fmt(search['search_p99_ms'], 1)} ms",
     )
+    during = report.get("search_during_load") or {}
+    for nice, row in during.get("by_worker_nice", {}).items():
+        which = " (the service's)" if int(nice) == during["service_nice"] else ""
+        extra.add_row(
+            f"  during a load, worker at nice {nice}{which}: query p50 / p99 "
+            f"({row['queries']} queries), load",
+            f"{_fmt(row['query_p50_ms'], 1)} / {_fmt(row['query_p99_ms'], 1)} ms, "
+            f"{_fmt(row['load_images_per_s'])} img/s",
+        )
     quality = report["vectors_vs_naive_fp32"]
     extra.add_row(
         "cosine to naive fp32 vectors: mean / p1 / min",

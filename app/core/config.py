@@ -181,6 +181,13 @@ class Settings(BaseSettings):
     )
     max_file_bytes: int = Field(default=256 * 1024 * 1024)
     worker_concurrency: int = Field(default=1, ge=1)
+    worker_nice: int = Field(
+        default=10,
+        ge=0,
+        le=19,
+        description="CPU priority (nice value) each worker process lowers itself to, so a "
+        "search is answered ahead of a load on shared cores; 0 keeps the default priority.",
+    )
     visibility_timeout: int = Field(
         default=3600, description="Seconds before Redis redelivers an unacknowledged task."
     )

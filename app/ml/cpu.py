@@ -98,3 +98,16 @@ def cpu_has_native_bf16(cpuinfo: str | None = None) -> bool:
     machine's when None)."""
     info = cpu_info() if cpuinfo is None else parse_cpuinfo(cpuinfo)
     return info.native_bf16
+
+
+def lower_cpu_priority(nice: int) -> int:
+    """Lower this process's CPU priority to `nice` (never raise it) and return the nice value
+    it runs at. On Linux the value is per thread and inherited, so call it before starting
+    the threads that should run at it (model, decoding, upserts)."""
+    current = os.nice(0)
+    if nice > current:
+        try:
+            current = os.nice(nice - current)
+        except OSError:  # not allowed here (e.g. a sandbox): keep running as we are
+            pass
+    return current

@@ -10,9 +10,11 @@ Calibration is deterministic: the same images in the same order give the same mo
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import os
+import sys
 import uuid
 import warnings
 from dataclasses import dataclass
@@ -143,15 +145,17 @@ def quantize(trunk: nn.Module, calibration: torch.Tensor, recipe: Recipe, image_
     )
     if recipe.ranges == "minmax":
         advanced.activations_range_estimator_params = RangeEstimatorParametersSet.MINMAX
-    return nncf.quantize(
-        model,
-        nncf.Dataset(batches),
-        preset=nncf.QuantizationPreset.MIXED if recipe.asymmetric else None,
-        subset_size=len(batches),  # NNCF counts dataset items: our batches
-        fast_bias_correction=not recipe.full_bias_correction,
-        ignored_scope=_kept_fp32(model) if recipe.fp32_depthwise else None,
-        advanced_parameters=advanced,
-    )
+    # NNCF's progress bars write to stdout, which is `--json` output in the CLI
+    with contextlib.redirect_stdout(sys.stderr):
+        return nncf.quantize(
+            model,
+            nncf.Dataset(batches),
+            preset=nncf.QuantizationPreset.MIXED if recipe.asymmetric else None,
+            subset_size=len(batches),  # NNCF counts dataset items: our batches
+            fast_bias_correction=not recipe.full_bias_correction,
+            ignored_scope=_kept_fp32(model) if recipe.fp32_depthwise else None,
+            advanced_parameters=advanced,
+        )
 
 
 def save(model: Any, path: Path) -> None:

@@ -302,3 +302,39 @@ def test_a_finished_load_and_a_delete_show_in_searches_at_once(stack: RunningSta
         assert client.delete(f"/api/v1/images/{newest_id}").status_code == 200
         hits = _search(client, newest.read_bytes(), top_k=3)["results"]
         assert newest_id not in [hit["id"] for hit in hits]
+
+
+def _nice(pid: int, thread: int | None = None) -> int:
+    stat = Path(f"/proc/{pid}/task/{thread or pid}/stat").read_text()
+    return int(stat.rsplit(")", 1)[1].split()[16])  # field 19 of proc(5)
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:  # gone meanwhile
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads /proc (Linux)")
+def test_a_load_runs_below_the_apis_cpu_priority(stack: RunningStack) -> None:
+    """Every thread of a worker process (model, decoding, upserts) runs at
+    PICSEARCH_WORKER_NICE, so searches on shared cores go first; the API keeps its own."""
+    folder = stack.images_root / "priority"
+    write_distinct_set(folder, 4, start=900)
+    assert _load(stack, folder)["state"] == "succeeded"
+    expected = max(os.nice(0), stack.settings.worker_nice)
+    assert expected > os.nice(0)  # the default lowers it
+    processes = _children(stack.stack.procs["worker"].popen.pid)
+    assert processes, "no worker process found"
+    for pid in processes:
+        threads = [int(t.name) for t in Path(f"/proc/{pid}/task").iterdir()]
+        assert len(threads) > 1  # the model's and the pipeline's threads are there too
+        assert {t: _nice(pid, t) for t in threads} == dict.fromkeys(threads, expected)
+    assert _nice(stack.stack.procs["api"].popen.pid) == os.nice(0)

@@ -76,8 +76,7 @@ def bench_cli(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[typer
 def run_json(app: typer.Typer, *args: str) -> dict[str, Any]:
     result = CliRunner().invoke(app, ["bench", *args, "--json"])
     assert result.exit_code == 0, result.output
-    start = result.stdout.index("{")
-    report: dict[str, Any] = json.loads(result.stdout[start:])
+    report: dict[str, Any] = json.loads(result.stdout)  # nothing else on stdout
     return report
 
 
@@ -350,6 +349,31 @@ def test_several_processes_index_every_file_exactly_once(
     # each process measures its runtime on its share of the cores: it may choose another
     assert parallel["runtime"] and parallel["runtime"] in rendered(report)
     assert "images/s end to end, 2 processes" in rendered(report)
+
+
+def test_searches_during_a_load_at_both_worker_priorities(
+    bench_cli: typer.Typer, photos: Path
+) -> None:
+    report = run_json(
+        bench_cli,
+        "--images", str(photos), "-n", "6", "--model", "mobilenet_v2", "--device", "cpu",
+        "--batch-size", "2", "--repeat", "2", "--queries", "1", "--int8", "off",
+        "--during-load",
+    )  # fmt: skip
+    during = report["search_during_load"]
+    service = get_settings().worker_nice
+    assert during["service_nice"] == service > 0
+    assert set(during["by_worker_nice"]) == {"0", str(service)}
+    for row in during["by_worker_nice"].values():
+        # each of the 2 loads answered at least one query while it ran; the load finished
+        assert row["queries"] >= 2 and row["load_images_per_s"] > 0
+        assert 0 < row["query_p50_ms"] <= row["query_p99_ms"]
+    assert f"during a load, worker at nice {service} (the service's)" in rendered(report)
+
+
+def test_during_load_is_refused_outside_the_ingest_mode(bench_cli: typer.Typer) -> None:
+    result = CliRunner().invoke(bench_cli, ["bench", "--index-only", "--during-load"])
+    assert result.exit_code == 2 and "--during-load goes with the ingest mode" in result.output
 
 
 def test_index_only_mode_at_a_tiny_size(bench_cli: typer.Typer) -> None:

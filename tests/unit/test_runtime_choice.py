@@ -9,6 +9,9 @@ CPUs differ. The model is the real VGG16/MobileNetV2 trunk (random weights) at 6
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -178,3 +181,22 @@ def test_a_cached_reason_does_not_list_the_winner_as_its_rival(tmp_path: Path) -
     again = choose(spec, AVX2_ONLY, timer)
     assert again.cached and again.reason("query") == first.reason("query")
     assert first.reason("query").count("eager-fp32") == 1
+
+
+def test_cpu_priority_is_only_ever_lowered() -> None:
+    """In a child process: the test process keeps its own priority."""
+    script = (
+        "import os, threading\n"
+        "from app.ml.cpu import lower_cpu_priority\n"
+        "print(lower_cpu_priority(5), os.nice(0))\n"
+        "seen = []\n"
+        "thread = threading.Thread(target=lambda: seen.append(os.nice(0)))\n"
+        "thread.start(); thread.join()\n"
+        "print(seen[0], lower_cpu_priority(2), lower_cpu_priority(0), os.nice(0))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=120
+    )
+    lowered = str(max(os.nice(0), 5))  # a child starts at its parent's priority
+    # lowered once, seen by a thread started after, never raised again
+    assert result.stdout.split() == [lowered] * 6
