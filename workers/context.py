@@ -69,7 +69,7 @@ WORKER_REDIS_RETRIES = 20
 
 def build_context(settings: Settings) -> WorkerContext:
     # Before any model or pipeline thread exists (they inherit it): on shared cores a search
-    # then waits less for a load (query p50 during a load 124 -> 91 ms on 2 vCPUs).
+    # then waits less for a load (query p50 during a load 115 -> 83 ms on 2 vCPUs).
     nice = lower_cpu_priority(settings.worker_nice)
     log.info("worker process runs at CPU priority nice %d", nice)
     # Only workers compile: their batches have one shape (padded), the API's vary.
