@@ -18,7 +18,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from app.bench.common import TOP_K, BenchError, percentile
+from app.bench.common import percentile
+from app.bench.latency import timed_query
 from app.bench.processes import ProcessPool
 from app.bench.stores import make_store, reset_store
 
@@ -42,15 +43,9 @@ def _queries_until(
 ) -> list[float]:
     """Seconds per query (decode + embed + search) for as long as `loading` runs (one at
     least)."""
-    from app.ml.imageio import decode_image
-
     seconds: list[float] = []
     while True:
-        start = time.perf_counter()
-        image = decode_image(query, size=settings.image_size, max_pixels=10**9)
-        if not store.search(encoder.embed(image.pixels[None])[0], TOP_K):
-            raise BenchError("search returned no hits")
-        seconds.append(time.perf_counter() - start)
+        seconds.append(timed_query(settings, encoder, store, query)[1])
         if not loading.is_alive():
             return seconds
         time.sleep(PAUSE_S)

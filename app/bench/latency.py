@@ -15,6 +15,24 @@ if TYPE_CHECKING:
     from app.ml.encoder import Encoder
 
 
+def timed_query(
+    settings: Settings, encoder: Encoder, store: VectorStore, query: bytes
+) -> tuple[float, float]:
+    """One search for the JPEG `query` as the API runs it: the seconds to its vector (decode +
+    embed) and in all (with the search)."""
+    from app.ml.imageio import decode_image
+
+    start = time.perf_counter()
+    image = decode_image(query, size=settings.image_size, max_pixels=10**9)
+    vector = encoder.embed(image.pixels[None])[0]
+    embedded = time.perf_counter()
+    hits = store.search(vector, TOP_K)
+    done = time.perf_counter()
+    if not hits:
+        raise BenchError("search returned no hits")
+    return embedded - start, done - start
+
+
 def query_latency(
     settings: Settings,
     encoder: Encoder,
@@ -33,7 +51,6 @@ def query_latency(
     import numpy as np
 
     from app.core.vectorstore import image_id
-    from app.ml.imageio import decode_image
 
     totals: list[float] = []
     embeds: list[float] = []
@@ -55,19 +72,12 @@ def query_latency(
                 searches.append(time.perf_counter() - start)
             if measured and truths:
                 recalls.append(len(truths[i] & {h.id for h in hits}) / TOP_K)
-        start = time.perf_counter()
-        image = decode_image(query, size=settings.image_size, max_pixels=10**9)
-        vector = encoder.embed(image.pixels[None])[0]
-        embedded = time.perf_counter()
-        hits = store.search(vector, TOP_K)
-        done = time.perf_counter()
-        if not hits:
-            raise BenchError("search returned no hits")
+        embed_s, total_s = timed_query(settings, encoder, store, query)
         if measured:
-            totals.append(done - start)
-            embeds.append(embedded - start)
+            totals.append(total_s)
+            embeds.append(embed_s)
             if probes is None:
-                searches.append(done - embedded)
+                searches.append(total_s - embed_s)
     figures = {
         "query_p50_ms": percentile(totals, 50) * 1000,
         "query_p99_ms": percentile(totals, 99) * 1000,
